@@ -1,0 +1,170 @@
+"""The one configuration object of imagine-bot.
+
+Every knob lives here so that an admin has a single table to read (README "Configuration").
+Values come, highest priority first, from: keyword arguments, environment variables
+(``IMAGINE_`` prefix, ``__`` between section and field, e.g. ``IMAGINE_MODEL__NAME=tiny``),
+a TOML file (``IMAGINE_CONFIG=/path/imagine.toml`` or ``--config``), then the defaults below.
+
+It lives in ``generation`` (not ``bot``) because the CLI and the engine must work without Discord.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from generation.errors import UserInputError
+
+CONFIG_ENV = "IMAGINE_CONFIG"
+
+
+class ModelSettings(BaseModel):
+    # Hub id, local diffusers folder, single-file .safetensors/.ckpt, or "tiny" (random, offline).
+    name: str = "stabilityai/sd-turbo"
+    lora: Path | None = None
+    lora_scale: float = 1.0
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    compile: bool = False
+    channels_last: bool = True
+    cache_dir: Path | None = None  # Hugging Face cache; None = HF default (HF_HOME)
+    # Pixel budget per image: width*height is capped here (sizes are rounded to multiples of 8).
+    max_pixels: int = 1024 * 1024
+    max_side: int = 2048
+    max_steps: int = 150
+    max_count: int = 4
+    max_prompt_chars: int = 2000
+    # Defaults when a request leaves them out; None = the model family's default.
+    default_steps: int | None = None
+    default_guidance: float | None = None
+    default_size: int | None = None  # long side in px; None = model family default
+    max_batch: int = 4  # images per denoising call when co-batching
+
+
+class QueueSettings(BaseModel):
+    mode: Literal["fair", "fifo"] = "fair"
+    max_queued_per_user: int = 5
+    max_running_per_user: int = 1
+    # Role name -> weight in the fair share (e.g. {"Server Booster" = 2.0}).
+    role_weights: dict[str, float] = Field(default_factory=dict)
+    cobatch: bool = True
+
+
+class ModerationSettings(BaseModel):
+    nsfw_threshold: float = 0.45
+    face_threshold: float = 0.5
+    extra_public_figures: list[str] = Field(default_factory=list)
+
+
+class ProvenanceSettings(BaseModel):
+    instance_name: str = "imagine-bot"
+    c2pa: bool = True
+    # Leave the prompt out of PNG metadata (privacy); per-guild policy can also switch it off.
+    include_prompt: bool = True
+
+
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None  # or DISCORD_TOKEN, or token_file
+    token_file: Path | None = None
+    dev_guilds: list[int] = Field(default_factory=list)  # sync commands here instantly
+    progress_interval_s: float = 1.5  # at most one progress edit per job this often
+    # Overrides for tests (loopback emulator); leave unset in production.
+    api_base: str | None = None
+    gateway_url: str | None = None
+
+
+class OpsSettings(BaseModel):
+    metrics_enabled: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9108
+    log_json: bool = False
+    log_level: str = "INFO"
+    log_prompts: bool = False
+
+
+class Settings(BaseSettings):
+    """All settings; see README "Configuration" for the table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGINE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("data")
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    moderation: ModerationSettings = Field(default_factory=ModerationSettings)
+    provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    ops: OpsSettings = Field(default_factory=OpsSettings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "imagine.db"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_ENV)
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+    def discord_token(self) -> str | None:
+        """The bot token from settings, DISCORD_TOKEN, or the token file; never logged."""
+        if self.discord.token is not None:
+            return self.discord.token.get_secret_value().strip() or None
+        env = os.environ.get("DISCORD_TOKEN", "").strip()
+        if env:
+            return env
+        if self.discord.token_file is not None:
+            try:
+                return self.discord.token_file.read_text().strip() or None
+            except OSError as exc:
+                raise UserInputError(
+                    f"cannot read the token file {self.discord.token_file}: {exc.strerror}"
+                ) from None
+        return None
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Build the settings, turning file and validation problems into one clear message."""
+    if config_file is not None:
+        os.environ[CONFIG_ENV] = str(config_file)
+    path = os.environ.get(CONFIG_ENV)
+    if path and not Path(path).is_file():
+        raise UserInputError(f"config file {path} does not exist (set by {CONFIG_ENV} or --config)")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise UserInputError(f"invalid configuration: {problems}") from None
+    except ValueError as exc:  # e.g. malformed TOML
+        raise UserInputError(f"invalid configuration file {path}: {exc}") from None

@@ -1,0 +1,9 @@
+"""CLI subcommands (placeholder until built)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    pass
