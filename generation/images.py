@@ -8,6 +8,7 @@ size ourselves *before* decoding so a 20000x20000 PNG never allocates its pixels
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -57,8 +58,8 @@ def load_image(
         raise UserInputError(
             f"{what} is not a recognised image (PNG, JPEG, WebP, GIF, BMP are accepted)"
         ) from None
-    except Image.DecompressionBombError:
-        raise UserInputError(f"{what} is too large to decode safely") from None
+    except Image.DecompressionBombError as exc:
+        raise UserInputError(_bomb_message(what, exc, max_pixels)) from None
     width, height = img.size
     if width <= 0 or height <= 0:
         raise UserInputError(f"{what} has no pixels ({width}x{height})")
@@ -73,11 +74,20 @@ def load_image(
         img.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise UserInputError(f"{what} is truncated or corrupt ({exc})") from None
-    except Image.DecompressionBombError:
-        raise UserInputError(f"{what} is too large to decode safely") from None
+    except Image.DecompressionBombError as exc:
+        raise UserInputError(_bomb_message(what, exc, max_pixels)) from None
     if img.mode == "RGBA" or img.mode == "LA" or (img.mode == "P" and "transparency" in img.info):
         # Flatten transparency on white, as sketches are usually drawn on transparent canvases.
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return img.convert("RGB")
+
+
+def _bomb_message(what: str, exc: Exception, max_pixels: int) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = f" ({int(found.group(1)) / 1e6:.0f} megapixels)" if found else ""
+    return (
+        f"{what} is too large to decode safely{size}; "
+        f"the limit is {max_pixels / 1e6:.0f} megapixels"
+    )
