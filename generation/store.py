@@ -10,12 +10,18 @@ queue work; policy and audit helpers live in ``moderation/`` and use ``store.db`
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 from generation.errors import UserInputError
+from generation.jobs import ImageRecord, Job, JobKind, JobStatus, Processed
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -46,7 +52,8 @@ MIGRATIONS: list[str] = [
         error TEXT,
         result_dir TEXT,
         grid_path TEXT,
-        delivery TEXT NOT NULL DEFAULT '{}'
+        delivery TEXT NOT NULL DEFAULT '{}',
+        attempts INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX jobs_status_seq ON jobs(status, seq);
     CREATE INDEX jobs_user_status ON jobs(user_id, status);
@@ -105,6 +112,15 @@ MIGRATIONS: list[str] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass
+class Recovery:
+    """What ``Store.recover()`` found at start-up."""
+
+    requeued: int  # jobs that were running when the process died
+    queued: list[Job]
+    undelivered: list[Job]
 
 
 class StoreError(UserInputError):
@@ -168,6 +184,231 @@ class Store:
         async with self.db.execute("PRAGMA user_version") as cur:
             row = await cur.fetchone()
         return int(row[0])
+
+    # --- jobs (the queue's durable half; the scheduler keeps the in-memory order) ---------------
+    #
+    # Every write commits before returning: a job the user was told about survives a crash.
+    # Multi-statement writes are ordered so that any committed prefix is a safe state to restart
+    # from (another coroutine's commit on the shared connection may land between statements).
+
+    async def add_job(self, job: Job, *, now: float | None = None) -> Job:
+        """Insert a queued job and commit; returns it with ``seq`` and ``created_at`` filled."""
+        job.created_at = now if now is not None else time.time()
+        job.status = JobStatus.QUEUED
+        async with self._job_lock:
+            await self.db.execute(
+                """INSERT INTO jobs (id, seq, guild_id, channel_id, user_id, kind, params,
+                       parent_job_id, parent_image_index, credited_user_ids, status, weight,
+                       est_cost, created_at, delivery)
+                   VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?, ?, ?,
+                       'queued', ?, ?, ?, ?)""",
+                (
+                    job.id, job.guild_id, job.channel_id, job.user_id, JobKind(job.kind).value,
+                    json.dumps(job.params), job.parent_job_id, job.parent_image_index,
+                    json.dumps(job.credited_user_ids), job.weight, job.est_cost, job.created_at,
+                    json.dumps(job.delivery),
+                ),
+            )
+            await self.db.commit()
+            async with self.db.execute("SELECT seq FROM jobs WHERE id = ?", (job.id,)) as cur:
+                job.seq = (await cur.fetchone())[0]
+        return job
+
+    async def get_job(self, job_id: str) -> Job | None:
+        async with self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cur:
+            row = await cur.fetchone()
+        return Job.from_row(row) if row else None
+
+    async def queued_jobs(self) -> list[Job]:
+        """All queued jobs in arrival order (the scheduler re-derives the fair order)."""
+        return await self._jobs("WHERE status = 'queued' ORDER BY seq")
+
+    async def jobs_for_user(
+        self, user_id: int, *, statuses: list[JobStatus] | None = None, limit: int = 25
+    ) -> list[Job]:
+        """A user's jobs, newest first (for "my jobs" and cap checks)."""
+        where, args = "WHERE user_id = ?", [user_id]
+        if statuses:
+            where += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += [JobStatus(s).value for s in statuses]
+        return await self._jobs(f"{where} ORDER BY seq DESC LIMIT ?", (*args, limit))
+
+    async def count_active(self, user_id: int) -> int:
+        """Queued plus running jobs of a user."""
+        async with self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+            (user_id,),
+        ) as cur:
+            return (await cur.fetchone())[0]
+
+    async def mark_running(self, job_id: str, *, now: float | None = None) -> bool:
+        """Queued -> running; False if the job is no longer queued (cancelled meanwhile)."""
+        return await self._update(
+            "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 "
+            "WHERE id = ? AND status = 'queued'",
+            (now if now is not None else time.time(), job_id),
+        )
+
+    async def mark_done(
+        self,
+        job_id: str,
+        processed: Processed,
+        *,
+        measured_seconds: float | None = None,
+        now: float | None = None,
+    ) -> list[ImageRecord]:
+        """Record the saved images, then mark the job done (in that order, see above).
+
+        Returns the image rows. A job that is no longer running (cancelled while it was being
+        post-processed) keeps its status and its images are not recorded.
+        """
+        now = now if now is not None else time.time()
+        async with self._job_lock:
+            job = await self.get_job(job_id)
+            if job is None or job.status != JobStatus.RUNNING:
+                return []
+            for img in processed.images:
+                await self.db.execute(
+                    """INSERT OR REPLACE INTO images (job_id, idx, seed, path, width, height,
+                           sha256, watermark_payload, moderation)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        job_id, img.index, img.seed, str(img.path), img.width, img.height,
+                        img.sha256, img.watermark_payload, json.dumps(img.moderation),
+                    ),
+                )
+            result_dir = str(Path(processed.images[0].path).parent) if processed.images else None
+            await self.db.execute(
+                """UPDATE jobs SET status = 'done', finished_at = ?, measured_seconds = ?,
+                       result_dir = ?, grid_path = ?, error = NULL
+                   WHERE id = ? AND status = 'running'""",
+                (
+                    now, measured_seconds, result_dir,
+                    str(processed.grid_path) if processed.grid_path else None, job_id,
+                ),
+            )
+            await self.db.commit()
+        return await self.images_for_job(job_id)
+
+    async def mark_failed(
+        self,
+        job_id: str,
+        reason: str,
+        *,
+        status: JobStatus = JobStatus.FAILED,
+        now: float | None = None,
+    ) -> bool:
+        """Queued/running -> failed, blocked or cancelled, keeping the reason for the user."""
+        status = JobStatus(status)
+        if not status.finished or status == JobStatus.DONE:
+            raise ValueError(f"mark_failed cannot set status {status.value}")
+        return await self._update(
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ? "
+            "WHERE id = ? AND status IN ('queued', 'running')",
+            (status.value, reason, now if now is not None else time.time(), job_id),
+        )
+
+    async def cancel(self, job_id: str, *, now: float | None = None) -> bool:
+        """Cancel a queued job; False if it is not queued (running ones stop via the worker)."""
+        return await self._update(
+            "UPDATE jobs SET status = 'cancelled', error = 'cancelled', finished_at = ? "
+            "WHERE id = ? AND status = 'queued'",
+            (now if now is not None else time.time(), job_id),
+        )
+
+    async def requeue(self, job_id: str) -> bool:
+        """Running -> queued (graceful stop interrupted it); it keeps its place by ``seq``."""
+        return await self._update(
+            "UPDATE jobs SET status = 'queued', started_at = NULL "
+            "WHERE id = ? AND status = 'running'",
+            (job_id,),
+        )
+
+    async def mark_delivered(self, job_id: str, *, now: float | None = None) -> bool:
+        """Claim delivery of a finished job: True for exactly one caller, ever."""
+        return await self._update(
+            "UPDATE jobs SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL "
+            "AND status IN ('done', 'failed', 'blocked', 'cancelled')",
+            (now if now is not None else time.time(), job_id),
+        )
+
+    async def update_delivery(self, job_id: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``patch`` into the job's delivery JSON (RFC 7396: a None value deletes a key)."""
+        await self._update(
+            "UPDATE jobs SET delivery = json_patch(delivery, ?) WHERE id = ?",
+            (json.dumps(patch), job_id),
+        )
+        job = await self.get_job(job_id)
+        return job.delivery if job else {}
+
+    async def recover(self) -> Recovery:
+        """At start-up: jobs left running by a crash go back to the queue.
+
+        Returns what the worker must act on: the queued jobs (in arrival order) and finished
+        jobs whose result never reached the user.
+        """
+        async with self._job_lock:
+            cur = await self.db.execute(
+                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"
+            )
+            requeued = cur.rowcount
+            await self.db.commit()
+        return Recovery(
+            requeued=requeued,
+            queued=await self.queued_jobs(),
+            undelivered=await self.undelivered_jobs(),
+        )
+
+    async def undelivered_jobs(self) -> list[Job]:
+        """Done, failed or blocked jobs nobody has delivered yet, oldest first."""
+        return await self._jobs(
+            "WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'blocked') ORDER BY seq"
+        )
+
+    async def images_for_job(self, job_id: str) -> list[ImageRecord]:
+        async with self.db.execute(
+            "SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,)
+        ) as cur:
+            return [ImageRecord.from_row(r) for r in await cur.fetchall()]
+
+    async def get_image(self, job_id: str, index: int) -> ImageRecord | None:
+        async with self.db.execute(
+            "SELECT * FROM images WHERE job_id = ? AND idx = ?", (job_id, index)
+        ) as cur:
+            row = await cur.fetchone()
+        return ImageRecord.from_row(row) if row else None
+
+    async def get_value(self, key: str) -> str | None:
+        """A small persistent value from ``kv`` (e.g. the measured cost model)."""
+        async with self.db.execute("SELECT value FROM kv WHERE key = ?", (key,)) as cur:
+            row = await cur.fetchone()
+        return row[0] if row else None
+
+    async def set_value(self, key: str, value: str) -> None:
+        await self._update(
+            "INSERT INTO kv (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    @property
+    def _job_lock(self) -> asyncio.Lock:
+        # Created lazily so the core constructor stays as it is.
+        lock = self.__dict__.get("_lock")
+        if lock is None:
+            lock = self.__dict__["_lock"] = asyncio.Lock()
+        return lock
+
+    async def _update(self, sql: str, args: tuple[Any, ...]) -> bool:
+        async with self._job_lock:
+            cur = await self.db.execute(sql, args)
+            changed = cur.rowcount > 0
+            await self.db.commit()
+        return changed
+
+    async def _jobs(self, clause: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Job]:
+        async with self.db.execute(f"SELECT * FROM jobs {clause}", tuple(args)) as cur:
+            return [Job.from_row(r) for r in await cur.fetchall()]
 
     async def _migrate(self) -> None:
         version = await self.schema_version()
