@@ -89,6 +89,12 @@ class OpsSettings(BaseModel):
     log_json: bool = False
     log_level: str = "INFO"
     log_prompts: bool = False
+    # /healthz turns 503 when the worker has a job but no heartbeat for this long.
+    health_stale_after_s: float = 120.0
+    # Start-up refuses to run (and doctor fails) with less free space than this in data_dir.
+    min_free_disk_mb: int = 1024
+    # Doctor/preflight ask the Hugging Face hub whether an uncached model exists; seconds to wait.
+    hub_timeout_s: float = 5.0
 
 
 class Settings(BaseSettings):

@@ -152,7 +152,9 @@ def test_prompt_hidden_unless_admin_enables_it(capture):
 
 def test_loggable_prompt_follows_setting():
     assert "Alice" not in loggable_prompt("cake for Alice", Settings())
-    assert loggable_prompt("cake for Alice", Settings(ops={"log_prompts": True})) == "cake for Alice"
+    assert (
+        loggable_prompt("cake for Alice", Settings(ops={"log_prompts": True})) == "cake for Alice"
+    )
 
 
 def test_setup_replaces_its_own_handler_and_sets_level(capture):
