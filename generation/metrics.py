@@ -1,0 +1,345 @@
+"""Prometheus metrics and the ``/healthz`` endpoint: what an admin graphs and what Docker polls.
+
+Why a dedicated ``CollectorRegistry``: the default one is process-global and also collects
+whatever other libraries register, so tests and a second bot in the same process would collide.
+Everything here is exported from ``REGISTRY`` only.
+
+Other modules update the metric objects directly (``metrics.IMAGES_MADE.inc(4)``) or through the
+helpers below; the worker and the bot keep ``health`` up to date. The HTTP server is off by
+default (``ops.metrics_enabled``) and binds to ``ops.metrics_host`` (127.0.0.1) so nothing is
+exposed beyond the machine unless the admin asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from generation.config import Settings
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Waits range from "instant" to "a busy evening"; runs from a turbo model to a big upscale on CPU.
+WAIT_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640)
+
+QUEUE_LENGTH = Gauge(
+    "imagine_queue_length",
+    "Jobs waiting in the queue, per guild (guild=dm for direct messages).",
+    ["guild"],
+    registry=REGISTRY,
+)
+JOB_WAIT_SECONDS = Histogram(
+    "imagine_job_wait_seconds",
+    "Time from a job being queued to the worker starting it.",
+    buckets=WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+JOB_RUN_SECONDS = Histogram(
+    "imagine_job_run_seconds",
+    "Time the worker spent on a job (generation and post-processing).",
+    buckets=RUN_BUCKETS,
+    registry=REGISTRY,
+)
+JOBS_FINISHED = Counter(
+    "imagine_jobs_finished",
+    "Jobs that reached a final status.",
+    ["status"],
+    registry=REGISTRY,
+)
+IMAGES_MADE = Counter(
+    "imagine_images_made",
+    "Images generated and delivered to post-processing.",
+    registry=REGISTRY,
+)
+MODERATION_BLOCKS = Counter(
+    "imagine_moderation_blocks",
+    "Requests or images refused by moderation, by stage (prompt/image) and category.",
+    ["stage", "category"],
+    registry=REGISTRY,
+)
+GPU_BUSY_SECONDS = Counter(
+    "imagine_gpu_busy_seconds",
+    "Seconds the device spent generating; rate() of this is the busy fraction.",
+    registry=REGISTRY,
+)
+GPU_BUSY_FRACTION = Gauge(
+    "imagine_gpu_busy_fraction",
+    "Fraction of the last minute the device spent generating (0-1).",
+    registry=REGISTRY,
+)
+WORKER_ERRORS = Counter(
+    "imagine_worker_errors",
+    "Jobs the worker could not finish, by error kind (oom, error, ...).",
+    ["kind"],
+    registry=REGISTRY,
+)
+DISCORD_API_ERRORS = Counter(
+    "imagine_discord_api_errors",
+    "Failed Discord API calls, by HTTP status (or 'network').",
+    ["status"],
+    registry=REGISTRY,
+)
+WORKER_HEARTBEAT = Gauge(
+    "imagine_worker_heartbeat_timestamp_seconds",
+    "Unix time of the worker's last sign of life.",
+    registry=REGISTRY,
+)
+GATEWAY_CONNECTED = Gauge(
+    "imagine_gateway_connected",
+    "1 while the Discord gateway connection is up.",
+    registry=REGISTRY,
+)
+
+
+class BusyTracker:
+    """Measures how much of a sliding window the device was busy.
+
+    ``with tracker.busy(): ...`` wraps each generation (it may run in a worker thread). The
+    fraction is computed at scrape time, so it falls back to 0 when the worker goes idle.
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._intervals: deque[tuple[float, float]] = deque()
+        self._active: list[float] = []  # start times of generations in progress
+
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        start = self._clock()
+        with self._lock:
+            self._active.append(start)
+        try:
+            yield
+        finally:
+            end = self._clock()
+            with self._lock:
+                self._active.remove(start)
+                self._intervals.append((start, end))
+            GPU_BUSY_SECONDS.inc(max(0.0, end - start))
+
+    def fraction(self) -> float:
+        now = self._clock()
+        since = now - self.window_s
+        with self._lock:
+            while self._intervals and self._intervals[0][1] <= since:
+                self._intervals.popleft()
+            spans = [*self._intervals, *((start, now) for start in self._active)]
+        # Merge overlapping spans so two concurrent calls do not count the device twice.
+        busy, cursor = 0.0, since
+        for start, end in sorted(spans):
+            start = max(start, cursor)
+            if end > start:
+                busy += end - start
+                cursor = end
+        return min(1.0, busy / self.window_s)
+
+
+busy_tracker = BusyTracker()
+GPU_BUSY_FRACTION.set_function(busy_tracker.fraction)
+
+
+def gpu_busy() -> contextlib.AbstractContextManager[None]:
+    """Wrap a generation call: ``with metrics.gpu_busy(): engine.generate(...)``."""
+    return busy_tracker.busy()
+
+
+def set_queue_lengths(lengths: dict[int | None, int]) -> None:
+    """Replace the per-guild queue gauge with ``{guild_id (None = DMs): queued jobs}``."""
+    QUEUE_LENGTH.clear()
+    for guild, n in lengths.items():
+        QUEUE_LENGTH.labels(guild=guild_label(guild)).set(n)
+
+
+def guild_label(guild_id: int | None) -> str:
+    return "dm" if guild_id is None else str(guild_id)
+
+
+def record_moderation_block(stage: str, categories: list[str] | tuple[str, ...]) -> None:
+    """Count one refusal under each category it named (or ``other`` when none)."""
+    for category in categories or ("other",):
+        MODERATION_BLOCKS.labels(stage=stage, category=str(category)).inc()
+
+
+def record_discord_error(status: int | str | None) -> None:
+    DISCORD_API_ERRORS.labels(status=str(status) if status is not None else "network").inc()
+
+
+class Health:
+    """The worker's and the gateway's state, as ``/healthz`` reports it.
+
+    Healthy means: the gateway is connected, the worker is running, and if the worker has work
+    its last heartbeat is younger than ``stale_after_s`` (an idle worker waiting for jobs is
+    fine however long it waits). The worker calls ``worker_beat()`` at every step.
+    """
+
+    def __init__(
+        self,
+        *,
+        stale_after_s: float = 120.0,
+        require_gateway: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stale_after_s = stale_after_s
+        self.require_gateway = require_gateway
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._gateway = "not connected yet"
+            self._worker = "not started"
+            self._busy = False
+            self._last_beat: float | None = None
+        GATEWAY_CONNECTED.set(0)
+
+    def set_gateway(self, connected: bool) -> None:
+        with self._lock:
+            self._gateway = "connected" if connected else "disconnected"
+        GATEWAY_CONNECTED.set(1 if connected else 0)
+
+    def worker_started(self) -> None:
+        with self._lock:
+            self._worker = "alive"
+        self.worker_beat()
+
+    def worker_beat(self, *, busy: bool | None = None) -> None:
+        """A sign of life; ``busy`` says whether the worker now has a job in hand."""
+        with self._lock:
+            self._last_beat = self._clock()
+            if self._worker != "stopped":
+                self._worker = "alive"
+            if busy is not None:
+                self._busy = busy
+        WORKER_HEARTBEAT.set(time.time())
+
+    def worker_busy(self, busy: bool) -> None:
+        self.worker_beat(busy=busy)
+
+    def worker_stopped(self) -> None:
+        with self._lock:
+            self._worker = "stopped"
+            self._busy = False
+
+    def status(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, details)``; details is what ``/healthz`` returns as JSON."""
+        with self._lock:
+            age = None if self._last_beat is None else self._clock() - self._last_beat
+            gateway, worker, busy = self._gateway, self._worker, self._busy
+        problems = []
+        if self.require_gateway and gateway != "connected":
+            problems.append(f"Discord gateway {gateway}")
+        if worker != "alive":
+            problems.append(f"worker {worker}")
+        elif busy and age is not None and age > self.stale_after_s:
+            worker = "stalled"
+            problems.append(
+                f"worker has work but no heartbeat for {age:.0f} s (limit {self.stale_after_s:.0f} s)"
+            )
+        details = {
+            "status": "ok" if not problems else "unhealthy",
+            "gateway": gateway,
+            "worker": worker,
+            "worker_busy": busy,
+            "last_heartbeat_age_s": None if age is None else round(age, 3),
+            "problems": problems,
+        }
+        return not problems, details
+
+
+health = Health()
+
+
+def render_metrics(registry: CollectorRegistry = REGISTRY) -> bytes:
+    """The Prometheus text exposition of ``registry``."""
+    return generate_latest(registry)
+
+
+class MetricsServer:
+    """The small aiohttp app serving ``/metrics`` and ``/healthz``; start/stop from the bot's loop."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        health: Health = health,
+        registry: CollectorRegistry = REGISTRY,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.health = health
+        self.registry = registry
+        self._runner: web.AppRunner | None = None
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        return app
+
+    async def start(self) -> MetricsServer:
+        from generation.errors import UserInputError
+
+        runner = web.AppRunner(self.make_app(), access_log=None)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UserInputError(
+                f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror}; "
+                "choose another ops.metrics_port or set ops.metrics_enabled=false"
+            ) from None
+        self._runner = runner
+        # Port 0 means "any free port" (tests); report the real one.
+        self.port = runner.addresses[0][1]
+        return self
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = render_metrics(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        ok, details = self.health.status()
+        return web.json_response(details, status=200 if ok else 503)
+
+
+async def start_metrics_server(
+    settings: Settings, *, health: Health = health
+) -> MetricsServer | None:
+    """Start the endpoint if ``ops.metrics_enabled``; returns the server (or None when off)."""
+    health.stale_after_s = settings.ops.health_stale_after_s
+    if not settings.ops.metrics_enabled:
+        return None
+    return await MetricsServer(
+        settings.ops.metrics_host, settings.ops.metrics_port, health=health
+    ).start()

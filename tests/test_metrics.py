@@ -1,0 +1,184 @@
+"""Metrics endpoint and health: real aiohttp server on a loopback port, scraped over HTTP."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from generation import metrics
+from generation.config import Settings
+from generation.errors import UserInputError
+from generation.metrics import BusyTracker, Health, MetricsServer, start_metrics_server
+
+
+class FakeClock:
+    """Time that moves only when the test says so (no sleeps, no flaky timing)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sample(text: str, name: str, labels: dict[str, str] | None = None) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and (labels is None or s.labels == labels):
+                return s.value
+    return None
+
+
+@pytest.fixture
+async def server():
+    clock = FakeClock()
+    health = Health(stale_after_s=30, clock=clock)
+    srv = await MetricsServer("127.0.0.1", 0, health=health).start()
+    srv.clock = clock
+    yield srv
+    await srv.stop()
+
+
+async def get(url: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        return resp.status, resp.headers["Content-Type"], await resp.text()
+
+
+async def test_metrics_endpoint_serves_prometheus_text_that_moves(server):
+    _, ctype, before = await get(server.url + "/metrics")
+    assert ctype.startswith("text/plain")
+    images_before = sample(before, "imagine_images_made_total") or 0.0
+
+    metrics.IMAGES_MADE.inc(4)
+    metrics.record_moderation_block("prompt", ["sexual", "minors"])
+    metrics.record_moderation_block("image", [])
+    metrics.record_discord_error(429)
+    metrics.record_discord_error(None)
+    metrics.WORKER_ERRORS.labels(kind="oom").inc()
+    metrics.set_queue_lengths({123: 3, None: 1})
+    metrics.JOB_WAIT_SECONDS.observe(2.0)
+    metrics.JOB_RUN_SECONDS.observe(0.3)
+
+    status, _, after = await get(server.url + "/metrics")
+    assert status == 200
+    assert sample(after, "imagine_images_made_total") == images_before + 4
+    assert (
+        sample(after, "imagine_moderation_blocks_total", {"stage": "prompt", "category": "minors"})
+        >= 1
+    )
+    assert (
+        sample(after, "imagine_moderation_blocks_total", {"stage": "image", "category": "other"})
+        >= 1
+    )
+    assert sample(after, "imagine_discord_api_errors_total", {"status": "429"}) >= 1
+    assert sample(after, "imagine_discord_api_errors_total", {"status": "network"}) >= 1
+    assert sample(after, "imagine_worker_errors_total", {"kind": "oom"}) >= 1
+    assert sample(after, "imagine_queue_length", {"guild": "123"}) == 3
+    assert sample(after, "imagine_queue_length", {"guild": "dm"}) == 1
+    assert sample(after, "imagine_job_wait_seconds_count") >= 1
+    assert sample(after, "imagine_job_run_seconds_bucket", {"le": "0.5"}) >= 1
+    for name in ("imagine_gpu_busy_fraction", "imagine_worker_heartbeat_timestamp_seconds"):
+        assert sample(after, name) is not None
+
+    metrics.set_queue_lengths({123: 0})
+    _, _, cleared = await get(server.url + "/metrics")
+    assert sample(cleared, "imagine_queue_length", {"guild": "dm"}) is None
+
+
+async def test_healthz_follows_gateway_and_worker(server):
+    health, clock = server.health, server.clock
+    status, ctype, body = await get(server.url + "/healthz")
+    assert status == 503 and ctype.startswith("application/json")
+    assert '"worker": "not started"' in body
+
+    health.set_gateway(True)
+    health.worker_started()
+    status, _, body = await get(server.url + "/healthz")
+    assert status == 200
+    assert '"gateway": "connected"' in body and '"worker": "alive"' in body
+
+    # Idle for a long time is fine: nothing to do is not a stall.
+    clock.now += 3600
+    assert (await get(server.url + "/healthz"))[0] == 200
+
+    # Busy and beating: fine; busy and silent past the limit: stalled.
+    health.worker_beat(busy=True)
+    clock.now += 29
+    assert (await get(server.url + "/healthz"))[0] == 200
+    clock.now += 2
+    status, _, body = await get(server.url + "/healthz")
+    assert status == 503 and '"worker": "stalled"' in body and "no heartbeat for 31 s" in body
+
+    health.worker_beat(busy=False)
+    assert (await get(server.url + "/healthz"))[0] == 200
+
+    health.set_gateway(False)
+    status, _, body = await get(server.url + "/healthz")
+    assert status == 503 and "Discord gateway disconnected" in body
+    health.set_gateway(True)
+
+    health.worker_stopped()
+    health.worker_beat()  # a late beat from a stopping thread must not revive it
+    status, _, body = await get(server.url + "/healthz")
+    assert status == 503 and '"worker": "stopped"' in body
+
+
+def test_health_without_gateway_requirement():
+    health = Health(require_gateway=False)
+    assert not health.status()[0]
+    health.worker_started()
+    ok, details = health.status()
+    assert ok and details["gateway"] == "not connected yet"
+
+
+def test_busy_fraction_over_sliding_window():
+    clock = FakeClock()
+    tracker = BusyTracker(window_s=60, clock=clock)
+    assert tracker.fraction() == 0.0
+    with tracker.busy():
+        clock.now += 15
+        assert tracker.fraction() == pytest.approx(0.25)  # in-progress work counts
+    clock.now += 15
+    assert tracker.fraction() == pytest.approx(0.25)
+    with tracker.busy():
+        clock.now += 30
+    assert tracker.fraction() == pytest.approx(0.75)
+    clock.now += 45  # the first interval has slid out of the window
+    assert tracker.fraction() == pytest.approx(0.25)
+    clock.now += 60
+    assert tracker.fraction() == 0.0
+
+
+def test_busy_seconds_counter_moves():
+    clock = FakeClock()
+    tracker = BusyTracker(clock=clock)
+    before = metrics.REGISTRY.get_sample_value("imagine_gpu_busy_seconds_total")
+    with tracker.busy():
+        clock.now += 2.5
+    after = metrics.REGISTRY.get_sample_value("imagine_gpu_busy_seconds_total")
+    assert after - before == pytest.approx(2.5)
+
+
+async def test_server_is_off_by_default_and_binds_localhost():
+    settings = Settings()
+    assert settings.ops.metrics_host == "127.0.0.1"
+    assert await start_metrics_server(settings, health=Health()) is None
+
+    srv = await start_metrics_server(
+        Settings(ops={"metrics_enabled": True, "metrics_port": 0, "health_stale_after_s": 7}),
+        health=(h := Health()),
+    )
+    try:
+        assert srv.url.startswith("http://127.0.0.1:") and srv.port > 0
+        assert h.stale_after_s == 7
+        assert (await get(srv.url + "/metrics"))[0] == 200
+    finally:
+        await srv.stop()
+
+
+async def test_port_in_use_is_a_clear_error(server):
+    with pytest.raises(
+        UserInputError, match=r"cannot serve metrics on 127\.0\.0\.1:\d+.*metrics_port"
+    ):
+        await MetricsServer("127.0.0.1", server.port).start()
