@@ -1,0 +1,272 @@
+"""Getting a finished job's images (or the reason there are none) to the person who asked.
+
+Delivery must never fail silently, which on Discord means three fall-backs:
+
+* while the interaction token lives (15 minutes) the original "thinking" message is edited into
+  the result; after that, or when Discord says the token is dead (401), a normal channel message
+  mentions the user (a DM for private requests);
+* files over the upload limit (the interaction carries it; 10 MiB by default) are re-encoded to
+  WebP, then JPEG, then scaled down until they fit;
+* a deleted channel or a missing permission is recorded on the job with the reason, and the
+  caller (the worker's listener) goes on with the next job.
+
+Exactly once: the store's ``mark_delivered`` is claimed only after Discord accepted the message,
+and an in-process set stops two callers (the worker and start-up recovery) sending together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import discord
+from PIL import Image
+
+from generation.jobs import ImageRecord, Job, JobStatus
+
+if TYPE_CHECKING:
+    from generation.store import Store
+
+log = logging.getLogger(__name__)
+
+TOKEN_LIFETIME_S = 15 * 60
+TOKEN_MARGIN_S = 30  # switch to a channel message a little before Discord would refuse
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+REQUEST_LIMIT = 25 * 1024 * 1024
+MAX_CONTENT = 2000
+INVALID_WEBHOOK_TOKEN = 50027
+UNKNOWN_WEBHOOK = 10015
+
+
+@dataclass
+class EncodedFile:
+    data: bytes
+    filename: str
+
+    def to_file(self) -> discord.File:
+        return discord.File(io.BytesIO(self.data), filename=self.filename)
+
+
+def fit_to_limit(path: str | Path, limit: int, *, stem: str | None = None) -> EncodedFile:
+    """The file as it is when it fits, else re-encoded (WebP, JPEG, then smaller) to fit.
+
+    The invisible watermark survives WebP/JPEG at these qualities (see REFERENCE.md); the PNG's
+    metadata does not, which is why the store keeps the original.
+    """
+    path = Path(path)
+    stem = stem or path.stem
+    data = path.read_bytes()
+    if len(data) <= limit:
+        return EncodedFile(data, f"{stem}{path.suffix or '.png'}")
+    with Image.open(path) as opened:
+        img = opened.convert("RGB")
+    scale = 1.0
+    while True:
+        candidate = img
+        if scale < 1.0:
+            size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
+            candidate = img.resize(size, Image.Resampling.LANCZOS)
+        for fmt, ext, quality in (
+            ("WEBP", ".webp", 90),
+            ("WEBP", ".webp", 75),
+            ("JPEG", ".jpg", 80),
+        ):
+            buf = io.BytesIO()
+            candidate.save(buf, format=fmt, quality=quality)
+            if buf.tell() <= limit:
+                return EncodedFile(buf.getvalue(), f"{stem}{ext}")
+        if candidate.width <= 16 or candidate.height <= 16:
+            raise ValueError(f"cannot fit {path.name} under {limit} bytes")
+        scale *= 0.7
+
+
+def is_spoiler(image: ImageRecord) -> bool:
+    mod = image.moderation or {}
+    return bool(mod.get("spoiler")) or mod.get("action") == "spoiler"
+
+
+def is_blocked(image: ImageRecord) -> bool:
+    mod = image.moderation or {}
+    return bool(mod.get("blocked")) or mod.get("action") == "block"
+
+
+def choose_files(job: Job, images: list[ImageRecord], limit: int) -> list[EncodedFile]:
+    """The grid when there is one and every image may be shown, else the allowed singles.
+
+    Blocked images never leave the bot; one spoilered image spoilers the grid.
+    """
+    allowed = [img for img in images if not is_blocked(img)]
+    spoiler = any(is_spoiler(img) for img in allowed)
+    prefix = "SPOILER_" if spoiler else ""
+    limit = min(limit, REQUEST_LIMIT)
+    if job.grid_path and len(allowed) == len(images) and len(images) > 1:
+        return [fit_to_limit(job.grid_path, limit, stem=f"{prefix}{job.id}_grid")]
+    per_file = min(limit, REQUEST_LIMIT // max(1, len(allowed)))
+    return [
+        fit_to_limit(
+            img.path,
+            per_file,
+            stem=f"{'SPOILER_' if is_spoiler(img) else ''}{job.id}_{img.index + 1}",
+        )
+        for img in allowed
+    ]
+
+
+def _mention(user_id: int | None) -> str:
+    return f"<@{user_id}>" if user_id else "someone"
+
+
+def derived_line(job: Job, parent: Job | None) -> str:
+    """ "Variation (strong) of @alice's image 2 by @bob": whose work this builds on."""
+    by = _mention(job.user_id)
+    if not job.parent_job_id:
+        return f"by {by}"
+    owner = _mention(parent.user_id if parent else None)
+    image = (
+        f" image {job.parent_image_index + 1}" if job.parent_image_index is not None else " prompt"
+    )
+    what = {
+        "upscale": "Upscale",
+        "variation": "Variation (strong)" if job.delivery.get("strong") else "Variation",
+        "reroll": "Reroll",
+    }.get(str(getattr(job.kind, "value", job.kind)), "Remix")
+    if job.delivery.get("remix"):
+        what = f"Remix {what.lower()}"
+    return f"{what} of {owner}'s{image} by {by}"
+
+
+def result_content(job: Job, parent: Job | None, images: list[ImageRecord]) -> str:
+    """The text of a result message: prompt, parameters, seeds, who asked and what it builds on."""
+    prompt = job.delivery.get("prompt") or job.params.get("prompt", "")
+    summary = job.delivery.get("summary", "")
+    seeds = ", ".join(str(img.seed) for img in images if not is_blocked(img))
+    blocked = sum(1 for img in images if is_blocked(img))
+    tail = f"\n{derived_line(job, parent)} \u00b7 job `{job.id}`"
+    if seeds:
+        tail += f" \u00b7 seed{'s' if ',' in seeds else ''} {seeds}"
+    if summary:
+        tail += f"\n`{summary[:300]}`"
+    if blocked:
+        tail += f"\n{blocked} image{'s were' if blocked > 1 else ' was'} withheld by moderation."
+    room = MAX_CONTENT - len(tail) - 4
+    if len(prompt) > room:
+        prompt = prompt[: max(0, room - 1)] + "\u2026"
+    return f"**{prompt}**{tail}"
+
+
+def failure_content(job: Job) -> str:
+    reason = job.error or "unknown error"
+    what = {
+        JobStatus.BLOCKED: "was blocked by this server's moderation",
+        JobStatus.CANCELLED: "was cancelled",
+    }.get(job.status, "failed")
+    return f"{_mention(job.user_id)} your job `{job.id}` {what}: {reason}"[:MAX_CONTENT]
+
+
+def token_alive(delivery: dict[str, Any], now: float | None = None) -> bool:
+    created = delivery.get("created_at")
+    if not delivery.get("token") or created is None:
+        return False
+    now = time.time() if now is None else now
+    return now - float(created) < TOKEN_LIFETIME_S - TOKEN_MARGIN_S
+
+
+class Delivery:
+    """Sends results and failures for jobs; one instance per running bot."""
+
+    def __init__(self, client: discord.Client, store: Store, *, view_factory: Any = None) -> None:
+        self.client = client
+        self.store = store
+        self._in_flight: set[str] = set()
+        if view_factory is None:
+            from bot.views import result_view as view_factory
+        self._view_factory = view_factory
+
+    async def deliver(self, job_id: str) -> bool:
+        """Deliver a finished job once; True if this call delivered it."""
+        if job_id in self._in_flight:
+            return False
+        self._in_flight.add(job_id)
+        try:
+            job = await self.store.get_job(job_id)
+            if job is None or job.delivered_at is not None or not job.status.finished:
+                return False
+            try:
+                if job.status == JobStatus.DONE:
+                    await self._send_result(job)
+                elif job.status != JobStatus.CANCELLED:
+                    await self._send_text(job, failure_content(job), ephemeral=True)
+            except (discord.NotFound, discord.Forbidden) as exc:
+                reason = _why(exc)
+                log.warning("job %s could not be delivered: %s", job.id, reason)
+                await self.store.update_delivery(job.id, {"failed": reason})
+            return await self.store.mark_delivered(job.id)
+        finally:
+            self._in_flight.discard(job_id)
+
+    async def _send_result(self, job: Job) -> None:
+        images = await self.store.images_for_job(job.id)
+        parent = await self.store.get_job(job.parent_job_id) if job.parent_job_id else None
+        limit = int(job.delivery.get("filesize_limit") or DEFAULT_UPLOAD_LIMIT)
+        files = await asyncio.to_thread(choose_files, job, images, limit)
+        shown = [img for img in images if not is_blocked(img)]
+        content = result_content(job, parent, images)
+        view = (
+            self._view_factory(job.id, len(shown), kind=str(job.kind.value))
+            if shown
+            else discord.utils.MISSING
+        )
+        await self.send(job, content, files=files, view=view)
+
+    async def _send_text(self, job: Job, content: str, *, ephemeral: bool) -> None:
+        await self.send(job, content, files=[], view=discord.utils.MISSING)
+
+    async def send(
+        self, job: Job, content: str, *, files: list[EncodedFile], view: Any
+    ) -> discord.Message | None:
+        """Edit the interaction's message while its token lives, else post a new message."""
+        mentions = discord.AllowedMentions(
+            users=[discord.Object(job.user_id)], roles=False, everyone=False
+        )
+        delivery = job.delivery
+        if token_alive(delivery):
+            webhook = discord.Webhook.partial(
+                int(delivery["application_id"]), delivery["token"], client=self.client
+            )
+            try:
+                return await webhook.edit_message(
+                    delivery.get("message_id") or "@original",  # type: ignore[arg-type]
+                    content=content,
+                    attachments=[f.to_file() for f in files],
+                    view=view if view is not discord.utils.MISSING else None,
+                    allowed_mentions=mentions,
+                )
+            except discord.HTTPException as exc:
+                if exc.status != 401 and exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK):
+                    raise
+                log.info("job %s: interaction token expired, posting to the channel", job.id)
+        mention = _mention(job.user_id)
+        text = content if mention in content else f"{mention} {content}"
+        if len(text) > MAX_CONTENT:
+            text = text[: MAX_CONTENT - 1] + "\u2026"
+        kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions}
+        if files:
+            kwargs["files"] = [f.to_file() for f in files]
+        if view is not discord.utils.MISSING:
+            kwargs["view"] = view
+        if delivery.get("private") or not job.channel_id:
+            user = self.client.get_user(job.user_id) or await self.client.fetch_user(job.user_id)
+            return await user.send(**kwargs)
+        channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        return await channel.send(**kwargs)
+
+
+def _why(exc: discord.HTTPException) -> str:
+    if isinstance(exc, discord.NotFound):
+        return f"the channel or message is gone ({exc.text or exc.status})"
+    return f"the bot lacks permission to post there ({exc.text or exc.status})"

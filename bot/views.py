@@ -1,0 +1,240 @@
+"""The buttons under a result: upscale, variation (subtle/strong), reroll, remix, delete.
+
+Every button is a ``DynamicItem`` whose ``custom_id`` carries the job id and image index, so a
+press is understood from the id and the store alone: buttons keep working after a restart or
+days later, and nothing is held in memory (the complaint users have about other bots).
+
+custom_id scheme (all well under Discord's 100 characters)::
+
+    ib:u:<job>:<i>        upscale image i (U1-U4)
+    ib:v:<job>:<i>:<s|S>  variation of image i, s = subtle, S = strong
+    ib:r:<job>            reroll (same prompt, new seeds)
+    ib:m:<job>            remix (a modal to edit the prompt first)
+    ib:d:<job>            delete (author or moderator)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+if TYPE_CHECKING:
+    from bot.client import ImagineBot
+
+_JOB = r"(?P<job>[a-z0-9]{1,40})"
+MAX_INDEX = 9
+
+
+def upscale_id(job_id: str, index: int) -> str:
+    return f"ib:u:{job_id}:{index}"
+
+
+def variation_id(job_id: str, index: int, strong: bool) -> str:
+    return f"ib:v:{job_id}:{index}:{'S' if strong else 's'}"
+
+
+def reroll_id(job_id: str) -> str:
+    return f"ib:r:{job_id}"
+
+
+def remix_id(job_id: str) -> str:
+    return f"ib:m:{job_id}"
+
+
+def delete_id(job_id: str) -> str:
+    return f"ib:d:{job_id}"
+
+
+def _actions(interaction: discord.Interaction[Any]) -> Any:
+    client: ImagineBot = interaction.client  # type: ignore[assignment]
+    return client.actions
+
+
+class UpscaleButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:u:{_JOB}:(?P<i>\d)$"
+):
+    def __init__(self, job_id: str, index: int, *, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label=f"U{index + 1}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=upscale_id(job_id, index),
+                row=row,
+            )
+        )
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> UpscaleButton:
+        return cls(match["job"], int(match["i"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _actions(interaction).derive(interaction, self.job_id, "upscale", index=self.index)
+
+
+class VariationButton(
+    discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:v:{_JOB}:(?P<i>\d):(?P<s>[sS])$"
+):
+    def __init__(
+        self, job_id: str, index: int, strong: bool, *, row: int | None = None, single: bool = False
+    ) -> None:
+        if single:
+            label = "Vary (Strong)" if strong else "Vary (Subtle)"
+        else:
+            label = f"V{index + 1}" + (" strong" if strong else "")
+        super().__init__(
+            discord.ui.Button(
+                label=label,
+                style=discord.ButtonStyle.primary if strong else discord.ButtonStyle.secondary,
+                custom_id=variation_id(job_id, index, strong),
+                row=row,
+            )
+        )
+        self.job_id, self.index, self.strong = job_id, index, strong
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> VariationButton:
+        return cls(match["job"], int(match["i"]), match["s"] == "S")
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _actions(interaction).derive(
+            interaction, self.job_id, "variation", index=self.index, strong=self.strong
+        )
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:r:{_JOB}$"):
+    def __init__(self, job_id: str, *, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                emoji="\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=reroll_id(job_id),
+                row=row,
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> RerollButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _actions(interaction).derive(interaction, self.job_id, "reroll")
+
+
+class RemixButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:m:{_JOB}$"):
+    def __init__(self, job_id: str, *, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                label="Remix",
+                emoji="\N{ARTIST PALETTE}",
+                style=discord.ButtonStyle.secondary,
+                custom_id=remix_id(job_id),
+                row=row,
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> RemixButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _actions(interaction).open_remix(interaction, self.job_id)
+
+
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:d:{_JOB}$"):
+    def __init__(self, job_id: str, *, row: int | None = None) -> None:
+        super().__init__(
+            discord.ui.Button(
+                emoji="\N{WASTEBASKET}",
+                style=discord.ButtonStyle.danger,
+                custom_id=delete_id(job_id),
+                row=row,
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
+    ) -> DeleteButton:
+        return cls(match["job"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await _actions(interaction).delete(interaction, self.job_id)
+
+
+DYNAMIC_ITEMS = (UpscaleButton, VariationButton, RerollButton, RemixButton, DeleteButton)
+
+
+def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui.View:
+    """The buttons for a finished job: a grid gets U/V per image, a single image gets Vary.
+
+    Layout (classic components, at most 5 rows of 5)::
+
+        U1 U2 U3 U4 [reroll]
+        V1 V2 V3 V4 [remix]
+        V1s V2s V3s V4s [delete]
+    """
+    view = discord.ui.View(timeout=None)
+    count = max(1, min(count, 4))
+    if kind == "upscale" or count == 1:
+        view.add_item(VariationButton(job_id, 0, False, row=0, single=True))
+        view.add_item(VariationButton(job_id, 0, True, row=0, single=True))
+        if kind != "upscale":
+            view.add_item(UpscaleButton(job_id, 0, row=0))
+        view.add_item(RemixButton(job_id, row=1))
+        if kind != "upscale":
+            view.add_item(RerollButton(job_id, row=1))
+        view.add_item(DeleteButton(job_id, row=1))
+        return view
+    for i in range(count):
+        view.add_item(UpscaleButton(job_id, i, row=0))
+    view.add_item(RerollButton(job_id, row=0))
+    for i in range(count):
+        view.add_item(VariationButton(job_id, i, False, row=1))
+    view.add_item(RemixButton(job_id, row=1))
+    for i in range(count):
+        view.add_item(VariationButton(job_id, i, True, row=2))
+    view.add_item(DeleteButton(job_id, row=2))
+    return view
+
+
+class RemixModal(discord.ui.Modal, title="Remix"):
+    """Edit the prompt, then reroll it or vary one of the images with it."""
+
+    def __init__(self, job_id: str, prompt: str, count: int) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"ib:mm:{job_id}")
+        self.job_id = job_id
+        self.count = count
+        self.prompt = discord.ui.TextInput(
+            label="Prompt",
+            style=discord.TextStyle.paragraph,
+            default=prompt[:4000],
+            max_length=4000,
+            required=True,
+        )
+        self.image = discord.ui.TextInput(
+            label=f"Vary image (1-{count}); empty = new images",
+            required=False,
+            max_length=12,
+            placeholder="e.g. 2 or 2 strong",
+        )
+        self.add_item(self.prompt)
+        self.add_item(self.image)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        await _actions(interaction).remix_submitted(
+            interaction, self.job_id, self.prompt.value, self.image.value, self.count
+        )
