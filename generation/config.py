@@ -57,6 +57,13 @@ class QueueSettings(BaseModel):
     # Role name -> weight in the fair share (e.g. {"Server Booster" = 2.0}).
     role_weights: dict[str, float] = Field(default_factory=dict)
     cobatch: bool = True
+    # Guild ids whose members share one plain arrival-order queue (the guild still gets its
+    # fair share against other guilds).
+    fifo_guilds: list[int] = Field(default_factory=list)
+    # Starting guess for ETAs until jobs have been measured (then an EWMA takes over and is
+    # remembered across restarts). Cost unit = megapixels x steps x images.
+    seconds_per_cost_unit: float = Field(default=0.5, gt=0)
+    postprocess_threads: int = Field(default=2, ge=1)
 
 
 class ModerationSettings(BaseModel):
