@@ -1,0 +1,476 @@
+"""The generation engine: validated requests in, images out, on one device.
+
+The worker calls it from a thread; it knows nothing about Discord or moderation. Several
+compatible requests (same ``batch_key``) run in one denoising call with one ``torch.Generator``
+per image, so each request gets the same pixels it would have got alone while the GPU does
+one batched pass instead of several.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from generation.config import Settings
+from generation.errors import JobCancelled, OutOfMemory, UserInputError
+from generation.loading import LoadedModel, load_model, make_scheduler
+from generation.request import MAX_SEED, GenerationRequest, infotext, resolve
+
+log = logging.getLogger(__name__)
+
+SUBTLE_STRENGTH = 0.35
+STRONG_STRENGTH = 0.65
+UPSCALE_STRENGTH = 0.3
+UPSCALE_FACTOR = 2
+TILE_OVERLAP = 32
+
+# Fixed latent -> RGB projection for SD-family 4-channel latents (a well-known least-squares fit):
+# previews without running the VAE.
+_LATENT_RGB = torch.tensor(
+    [
+        [0.298, 0.207, 0.208],
+        [0.187, 0.286, 0.173],
+        [-0.158, 0.189, 0.264],
+        [-0.184, -0.271, -0.473],
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    step: int  # steps done, 1..total
+    total: int
+    preview: Image.Image | None
+    request_index: int  # which of the co-batched requests this event is about
+
+
+@dataclass
+class GenerationResult:
+    images: list[Image.Image]
+    seeds: list[int]
+    grid: Image.Image
+    request: GenerationRequest
+    width: int
+    height: int
+    model: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def infotext(self, index: int = 0) -> str:
+        """A1111 "parameters" text for image ``index`` (its own seed)."""
+        return infotext(self.request, self.seeds[index], self.model)
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-safe description of what was made and how long it took."""
+        req = self.request
+        return {
+            "kind": req.kind,
+            "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt,
+            "seeds": list(self.seeds),
+            "width": self.width,
+            "height": self.height,
+            "steps": req.steps,
+            "guidance": req.guidance,
+            "scheduler": req.scheduler,
+            "strength": req.strength if req.init_image is not None else None,
+            "count": len(self.images),
+            "model": self.model,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def make_grid(images: Sequence[Image.Image]) -> Image.Image:
+    """Tile images into a near-square grid (4 -> 2x2), like Midjourney's first reply."""
+    if len(images) == 1:
+        return images[0].copy()
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
+    for i, img in enumerate(images):
+        grid.paste(img, ((i % cols) * w, (i // cols) * h))
+    return grid
+
+
+def latents_preview(latents: torch.Tensor) -> Image.Image:
+    """A cheap RGB preview of one latent (C, H, W) via a fixed linear map, no VAE."""
+    lat = latents.detach().float().cpu()
+    if lat.shape[0] != _LATENT_RGB.shape[0]:
+        lat = lat[:3] if lat.shape[0] >= 3 else lat.repeat(3, 1, 1)[:3]
+        rgb = lat.permute(1, 2, 0)
+    else:
+        rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB)
+    arr = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
+    img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
+    return img.resize((img.width * 8, img.height * 8), Image.Resampling.NEAREST)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    oom_types = tuple(
+        t
+        for t in (
+            getattr(torch, "OutOfMemoryError", None),
+            getattr(torch.cuda, "OutOfMemoryError", None),
+        )
+        if t
+    )
+    return isinstance(exc, oom_types) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
+
+
+class Engine:
+    """One loaded model and the operations on it; not thread-safe (one worker thread uses it)."""
+
+    def __init__(self, model: LoadedModel, settings: Settings) -> None:
+        self.model = model
+        self.settings = settings
+        self.limits = settings.model
+        self.defaults = model.defaults
+        self.device = model.device
+        self.dtype = model.dtype
+        self.name = model.name
+        self.txt2img = model.txt2img
+        self.img2img = model.img2img
+        self._scheduler_config = model.txt2img.scheduler.config
+
+    @classmethod
+    def load(cls, settings: Settings) -> Engine:
+        """Load the configured model (blocking, possibly minutes on first download)."""
+        return cls(load_model(settings.model), settings)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def validate(self, req: GenerationRequest) -> GenerationRequest:
+        """Fill defaults and check limits; raises ``UserInputError`` naming the allowed range."""
+        resolved = resolve(req, self.defaults, self.limits)
+        tokens = len(self.txt2img.tokenizer(resolved.prompt).input_ids)
+        limit = self.txt2img.tokenizer.model_max_length
+        if tokens > limit:
+            log.warning(
+                "prompt is %d tokens; the text encoder reads the first %d, the rest is ignored",
+                tokens,
+                limit,
+            )
+        return resolved
+
+    def batch_key(self, req: GenerationRequest) -> Hashable:
+        """Requests with equal keys can share one denoising call."""
+        req = self.validate(req) if req.seed is None or req.width is None else req
+        img2img = req.init_image is not None
+        return (
+            self.name,
+            req.width,
+            req.height,
+            req.steps,
+            req.guidance,
+            req.scheduler,
+            "img2img" if img2img else "txt2img",
+            req.strength if img2img else None,
+        )
+
+    def estimate_cost(self, req: GenerationRequest) -> float:
+        """Relative GPU cost: megapixels x denoising steps x images (the queue calibrates seconds)."""
+        req = self.validate(req) if req.width is None or req.steps is None else req
+        steps = req.steps
+        if req.init_image is not None:
+            steps = max(1, int(req.steps * req.strength))
+        return req.width * req.height / 1e6 * steps * req.count
+
+    def variation_request(
+        self,
+        parent: GenerationRequest,
+        image: Image.Image,
+        *,
+        strong: bool,
+        seed: int | None = None,
+    ) -> GenerationRequest:
+        """Image-to-image from one image of a result, with a new seed."""
+        strength = STRONG_STRENGTH if strong else SUBTLE_STRENGTH
+        steps = parent.steps or self.defaults.steps
+        steps = max(steps, math.ceil(1 / strength))
+        return self.validate(
+            parent.replace(
+                init_image=image.convert("RGB"),
+                strength=strength,
+                steps=steps,
+                width=image.width,
+                height=image.height,
+                aspect_ratio=None,
+                seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
+                kind="variation",
+            )
+        )
+
+    def reroll_request(self, parent: GenerationRequest) -> GenerationRequest:
+        """The same request with a new seed."""
+        return self.validate(parent.replace(seed=secrets.randbelow(MAX_SEED + 1), kind="reroll"))
+
+    # -- running ----------------------------------------------------------------------------
+
+    def generate(
+        self,
+        reqs: Sequence[GenerationRequest],
+        *,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> list[GenerationResult]:
+        """Run requests, co-batching those with equal ``batch_key``; results keep the input order."""
+        resolved = [self.validate(r) for r in reqs]
+        results: list[GenerationResult | None] = [None] * len(resolved)
+        groups: dict[Hashable, list[int]] = {}
+        for i, req in enumerate(resolved):
+            groups.setdefault(self.batch_key(req), []).append(i)
+        for indices in groups.values():
+            for chunk in self._chunks(indices, resolved):
+                for i, result in zip(
+                    chunk, self._run_batch(chunk, resolved, progress, should_cancel), strict=True
+                ):
+                    results[i] = result
+        return [r for r in results if r is not None]
+
+    def _chunks(self, indices: list[int], reqs: list[GenerationRequest]) -> list[list[int]]:
+        """Split a compatible group so one call holds at most ``max_batch`` images (a lone big request still runs)."""
+        chunks: list[list[int]] = []
+        current: list[int] = []
+        images = 0
+        for i in indices:
+            if current and images + reqs[i].count > self.limits.max_batch:
+                chunks.append(current)
+                current, images = [], 0
+            current.append(i)
+            images += reqs[i].count
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _run_batch(
+        self,
+        indices: list[int],
+        reqs: list[GenerationRequest],
+        progress: Callable[[ProgressEvent], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> list[GenerationResult]:
+        batch = [reqs[i] for i in indices]
+        first = batch[0]
+        prompts: list[str] = []
+        negatives: list[str] = []
+        generators: list[torch.Generator] = []
+        owners: list[int] = []  # batch position -> position in ``batch``
+        init_images: list[Image.Image] = []
+        gen_device = "cpu" if self.device.type == "mps" else self.device
+        for pos, req in enumerate(batch):
+            for seed in req.seeds:
+                prompts.append(req.prompt)
+                negatives.append(req.negative_prompt)
+                generators.append(torch.Generator(device=gen_device).manual_seed(seed))
+                owners.append(pos)
+                if req.init_image is not None:
+                    init_images.append(_fit(req.init_image, req.width, req.height))
+        first_of = {pos: owners.index(pos) for pos in range(len(batch))}
+
+        def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if should_cancel is not None and should_cancel():
+                raise JobCancelled("cancelled")
+            if progress is not None:
+                total = int(getattr(pipe, "num_timesteps", 0) or first.steps)
+                latents = kwargs.get("latents")
+                for pos, index in enumerate(indices):
+                    preview = (
+                        latents_preview(latents[first_of[pos]]) if latents is not None else None
+                    )
+                    progress(
+                        ProgressEvent(
+                            step=step + 1, total=total, preview=preview, request_index=index
+                        )
+                    )
+            return kwargs
+
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("cancelled before start")
+        pipe = self.img2img if init_images else self.txt2img
+        pipe.scheduler = make_scheduler(self._scheduler_config, first.scheduler)
+        self.img2img.scheduler = pipe.scheduler
+        kwargs: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives if first.guidance > 1.0 else None,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": generators,
+            "callback_on_step_end": on_step,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if init_images:
+            kwargs.update(image=init_images, strength=first.strength)
+        else:
+            kwargs.update(width=first.width, height=first.height)
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                output = pipe(**kwargs)
+        except JobCancelled:
+            raise
+        except Exception as exc:
+            if _is_oom(exc):
+                self.free_memory()
+                pixels = sum(r.count for r in batch)
+                raise OutOfMemory(
+                    f"the GPU ran out of memory making {pixels} image(s) of {first.width}x{first.height}; "
+                    "try a smaller size or fewer images"
+                ) from None
+            raise
+        elapsed = time.perf_counter() - started
+        images = output.images
+        n_images = len(images)
+        results = []
+        for pos, req in enumerate(batch):
+            mine = [img for img, owner in zip(images, owners, strict=True) if owner == pos]
+            results.append(
+                GenerationResult(
+                    images=mine,
+                    seeds=req.seeds,
+                    grid=make_grid(mine),
+                    request=req,
+                    width=req.width,
+                    height=req.height,
+                    model=self.name,
+                    timings={
+                        "batch_s": elapsed,
+                        "per_image_s": elapsed / n_images,
+                        "batch_images": float(n_images),
+                    },
+                )
+            )
+        return results
+
+    def upscale(
+        self,
+        image: Image.Image,
+        parent: GenerationRequest,
+        *,
+        seed: int | None = None,
+        tile_size: int | None = None,
+    ) -> GenerationResult:
+        """2x upscale: Lanczos, then low-strength img2img (tiled when large) to add detail.
+
+        Falls back to the plain Lanczos result when the device runs out of memory, so the
+        button still gives the user a bigger image.
+        """
+        started = time.perf_counter()
+        width, height = image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR
+        width, height = width // 8 * 8, height // 8 * 8
+        if max(width, height) > self.limits.max_side:
+            raise UserInputError(
+                f"image is {image.width}x{image.height}; a 2x upscale would be {width}x{height}, "
+                f"past the {self.limits.max_side} px limit"
+            )
+        big = image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+        steps = parent.steps or self.defaults.steps
+        steps = max(steps, math.ceil(1 / UPSCALE_STRENGTH))
+        base = parent.replace(
+            count=1, kind="upscale", strength=UPSCALE_STRENGTH, steps=steps, aspect_ratio=None
+        )
+        base = base.replace(seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1))
+        tile = int(tile_size or max(self.defaults.size, 64) * 3 // 2)
+        fallback = None
+        try:
+            if width * height <= min(self.limits.max_pixels, tile * tile):
+                req = self._validate_upscale(base, big, width, height)
+                out = self._run_batch([0], [req], None, None)[0].images[0]
+            else:
+                out = self._tiled(big, base, tile)
+        except OutOfMemory:
+            log.warning(
+                "upscale of %dx%d ran out of memory; returning the Lanczos resize", width, height
+            )
+            out, fallback = big, "lanczos"
+        final_req = base.replace(width=width, height=height, init_image=image.convert("RGB"))
+        timings = {"total_s": time.perf_counter() - started}
+        if fallback:
+            timings["lanczos_fallback"] = 1.0
+        return GenerationResult(
+            images=[out],
+            seeds=[base.seed],
+            grid=out,
+            request=final_req,
+            width=width,
+            height=height,
+            model=self.name,
+            timings=timings,
+        )
+
+    def _validate_upscale(
+        self, base: GenerationRequest, image: Image.Image, width: int, height: int
+    ) -> GenerationRequest:
+        # The upscale target may exceed the per-request pixel budget (tiles keep memory bounded),
+        # so only the side limit applies here.
+        return resolve(
+            base.replace(init_image=image, width=width, height=height),
+            self.defaults,
+            self.limits.model_copy(
+                update={"max_pixels": max(self.limits.max_pixels, width * height)}
+            ),
+        )
+
+    def _tiled(self, big: Image.Image, base: GenerationRequest, tile: int) -> Image.Image:
+        """Refine overlapping tiles and blend them with linear ramps, so no seams show."""
+        width, height = big.size
+        tile_w, tile_h = min(tile, width), min(tile, height)
+        acc = np.zeros((height, width, 3), np.float64)
+        weight = np.zeros((height, width, 1), np.float64)
+        for top in _tile_starts(height, tile_h):
+            for left in _tile_starts(width, tile_w):
+                crop = big.crop((left, top, left + tile_w, top + tile_h))
+                req = self._validate_upscale(base, crop, tile_w, tile_h)
+                refined = self._run_batch([0], [req], None, None)[0].images[0]
+                mask = _ramp(tile_w, tile_h)
+                acc[top : top + tile_h, left : left + tile_w] += (
+                    np.asarray(refined, np.float64) * mask
+                )
+                weight[top : top + tile_h, left : left + tile_w] += mask
+        return Image.fromarray(
+            np.clip(acc / np.maximum(weight, 1e-8), 0, 255).round().astype(np.uint8)
+        )
+
+    def free_memory(self) -> None:
+        """Drop cached allocations after an OOM so the next job starts clean."""
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    image = image.convert("RGB")
+    return (
+        image
+        if image.size == (width, height)
+        else image.resize((width, height), Image.Resampling.LANCZOS)
+    )
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = tile - TILE_OVERLAP
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _ramp(width: int, height: int) -> np.ndarray:
+    """Blend weights: 1 in the middle, falling linearly to near 0 over the overlap at each edge."""
+
+    def axis(n: int) -> np.ndarray:
+        ramp = np.minimum(np.arange(n) + 1, np.arange(n)[::-1] + 1).astype(np.float64)
+        return np.clip(ramp / TILE_OVERLAP, 1e-3, 1.0)
+
+    return (axis(height)[:, None] * axis(width)[None, :])[..., None]

@@ -1,0 +1,296 @@
+"""What a user asked for, and the checks that turn it into something safe to run.
+
+``GenerationRequest`` is the one shape every entry point (slash command, buttons, CLI, queue
+rows) produces, so validation lives here once: a request that passes ``resolve`` has every
+field filled in, rounded and bounded, and a bad one raises ``UserInputError`` whose message
+names the problem and the allowed range (it is shown to the user verbatim).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from generation.errors import UserInputError
+
+KINDS = ("imagine", "variation", "upscale", "reroll")
+# Request scheduler name -> A1111 "Sampler" name (what people paste into other tools).
+SCHEDULERS = {
+    "euler": "Euler",
+    "euler_a": "Euler a",
+    "dpm++": "DPM++ 2M",
+    "dpm++_karras": "DPM++ 2M Karras",
+    "ddim": "DDIM",
+    "unipc": "UniPC",
+    "lcm": "LCM",
+}
+MAX_SEED = 2**32 - 1
+MIN_SIDE = 64
+MAX_ASPECT = 4.0  # 4:1 either way; beyond that diffusion models repeat themselves
+MAX_GUIDANCE = 30.0
+SIZE_MULTIPLE = 8
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Per-family defaults (SD1.5, SDXL, Turbo, tiny...) used where a request leaves a field out."""
+
+    family: str
+    size: int  # side of the square default image, px
+    steps: int
+    guidance: float
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One /imagine (or derived) request; ``None`` fields take the model's defaults."""
+
+    prompt: str
+    negative_prompt: str = ""
+    width: int | None = None
+    height: int | None = None
+    aspect_ratio: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    scheduler: str | None = None
+    seed: int | None = None
+    count: int = 4
+    init_image: Image.Image | None = field(default=None, repr=False, compare=False)
+    strength: float = 0.75
+    kind: str = "imagine"
+
+    def replace(self, **changes: Any) -> GenerationRequest:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def seeds(self) -> list[int]:
+        """One seed per image (seed, seed+1, ...), so any single image can be re-made alone."""
+        if self.seed is None:
+            raise ValueError("seeds of an unresolved request (seed is None)")
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.count)]
+
+    def to_params(self, *, init_image_path: str | Path | None = None) -> dict[str, Any]:
+        """A JSON-safe dict for the job store; an init image is saved to ``init_image_path``."""
+        params = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "init_image"
+        }
+        params["init_image"] = None
+        if self.init_image is not None:
+            if init_image_path is None:
+                raise ValueError(
+                    "a request with an init image needs init_image_path to be serialised"
+                )
+            path = Path(init_image_path)
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.init_image.save(path, format="PNG")
+            params["init_image"] = str(path)
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> GenerationRequest:
+        """Rebuild a request from ``to_params()`` output (the init image is re-read from its file)."""
+        from generation.images import load_image
+
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise UserInputError(
+                f"unknown request fields: {', '.join(unknown)}; allowed: {', '.join(sorted(names))}"
+            )
+        values = dict(params)
+        path = values.pop("init_image", None)
+        if path is not None:
+            values["init_image"] = load_image(path, what="init image")
+        if "prompt" not in values:
+            raise UserInputError("request has no prompt")
+        return cls(**values)
+
+
+def parse_aspect_ratio(text: str) -> float:
+    """``"16:9"`` -> 1.777...; rejects junk and ratios past 4:1 with a clear message."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*[:x/]\s*(\d+(?:\.\d+)?)\s*", str(text))
+    if not match:
+        raise UserInputError(
+            f"aspect ratio {text!r} is not of the form W:H (for example 16:9 or 2:3)"
+        )
+    w, h = float(match.group(1)), float(match.group(2))
+    if w <= 0 or h <= 0:
+        raise UserInputError(f"aspect ratio {text} must have both sides above 0 (for example 16:9)")
+    ratio = w / h
+    if ratio > MAX_ASPECT or ratio < 1 / MAX_ASPECT:
+        raise UserInputError(
+            f"aspect ratio {text} is too extreme; allowed range is 1:{MAX_ASPECT:g} to {MAX_ASPECT:g}:1"
+        )
+    return ratio
+
+
+def _round8(value: float) -> int:
+    return max(SIZE_MULTIPLE, int(round(value / SIZE_MULTIPLE)) * SIZE_MULTIPLE)
+
+
+def _check_int(name: str, value: Any, low: int, high: int, unit: str = "") -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise UserInputError(
+            f"{name} must be a whole number between {low} and {high}{unit}, got {value!r}"
+        )
+    value = int(value)
+    if not low <= value <= high:
+        raise UserInputError(f"{name} is {value}{unit}; allowed range is {low} to {high}{unit}")
+    return value
+
+
+def _check_float(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserInputError(f"{name} must be a number between {low:g} and {high:g}, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise UserInputError(
+            f"{name} must be a finite number between {low:g} and {high:g}, got {value}"
+        )
+    if not low <= value <= high:
+        raise UserInputError(f"{name} is {value:g}; allowed range is {low:g} to {high:g}")
+    return value
+
+
+def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> tuple[int, int]:
+    max_side = int(limits.max_side)
+    if req.aspect_ratio is not None and req.width is not None and req.height is not None:
+        raise UserInputError("give either an aspect ratio or a width and height, not both")
+    for name in ("width", "height"):
+        value = getattr(req, name)
+        if value is not None:
+            _check_int(name, value, MIN_SIDE, max_side, " px")
+    base = int(limits.default_size or defaults.size)
+    if req.width is not None and req.height is not None:
+        width, height = float(req.width), float(req.height)
+        ratio = width / height
+        if ratio > MAX_ASPECT or ratio < 1 / MAX_ASPECT:
+            raise UserInputError(
+                f"size {req.width}x{req.height} is too extreme; width:height must be between "
+                f"1:{MAX_ASPECT:g} and {MAX_ASPECT:g}:1"
+            )
+    else:
+        if req.aspect_ratio is not None:
+            ratio = parse_aspect_ratio(req.aspect_ratio)
+        elif req.init_image is not None:
+            ratio = req.init_image.width / req.init_image.height
+            ratio = min(max(ratio, 1 / MAX_ASPECT), MAX_ASPECT)
+        else:
+            ratio = 1.0
+        if req.width is not None:
+            width, height = float(req.width), req.width / ratio
+        elif req.height is not None:
+            width, height = req.height * ratio, float(req.height)
+        else:
+            # Keep the area of the default square so every ratio costs about the same.
+            width, height = base * math.sqrt(ratio), base / math.sqrt(ratio)
+    width, height = _round8(width), _round8(height)
+    # Shrink (keeping the ratio) rather than fail when a ratio pushes one side past the limits.
+    scale = min(1.0, max_side / max(width, height), math.sqrt(limits.max_pixels / (width * height)))
+    if scale < 1.0:
+        if req.width is not None and req.height is not None:
+            raise UserInputError(
+                f"size {req.width}x{req.height} is {req.width * req.height / 1e6:.2f} megapixels; "
+                f"the limit is {limits.max_pixels / 1e6:.2f} megapixels (for example "
+                f"{int(math.isqrt(limits.max_pixels)) // 8 * 8}x{int(math.isqrt(limits.max_pixels)) // 8 * 8})"
+            )
+        width = int(width * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
+        height = int(height * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return max(width, SIZE_MULTIPLE), max(height, SIZE_MULTIPLE)
+
+
+def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> GenerationRequest:
+    """Fill defaults, round and bound every field; ``limits`` is ``settings.model``."""
+    if not isinstance(req.prompt, str):
+        raise UserInputError("prompt must be text")
+    prompt = req.prompt.strip()
+    max_chars = int(limits.max_prompt_chars)
+    if not prompt:
+        raise UserInputError(
+            f"prompt is empty; write 1 to {max_chars} characters describing the image"
+        )
+    if len(prompt) > max_chars:
+        raise UserInputError(
+            f"prompt is {len(prompt)} characters long; the limit is {max_chars} characters"
+        )
+    negative = (req.negative_prompt or "").strip()
+    if len(negative) > max_chars:
+        raise UserInputError(
+            f"negative prompt is {len(negative)} characters long; the limit is {max_chars} characters"
+        )
+    if req.kind not in KINDS:
+        raise UserInputError(f"unknown request kind {req.kind!r}; allowed: {', '.join(KINDS)}")
+    width, height = _resolve_size(req, defaults, limits)
+    steps = req.steps if req.steps is not None else (limits.default_steps or defaults.steps)
+    steps = _check_int("steps", steps, 1, int(limits.max_steps))
+    guidance = req.guidance if req.guidance is not None else limits.default_guidance
+    guidance = _check_float(
+        "guidance", defaults.guidance if guidance is None else guidance, 0.0, MAX_GUIDANCE
+    )
+    scheduler = (req.scheduler or defaults.scheduler).strip().lower()
+    if scheduler not in SCHEDULERS:
+        raise UserInputError(
+            f"unknown scheduler {req.scheduler!r}; choose one of: {', '.join(SCHEDULERS)}"
+        )
+    seed = req.seed if req.seed is not None else secrets.randbelow(MAX_SEED + 1)
+    seed = _check_int("seed", seed, 0, MAX_SEED)
+    count = _check_int("image count", req.count, 1, int(limits.max_count))
+    strength = _check_float("strength", req.strength, 0.0, 1.0)
+    if req.init_image is not None:
+        if not isinstance(req.init_image, Image.Image):
+            raise UserInputError(
+                "init image must be an image (load it with generation.images.load_image)"
+            )
+        if strength <= 0.0:
+            raise UserInputError("strength must be above 0 (up to 1.0) when an init image is given")
+        if int(steps * strength) < 1:
+            raise UserInputError(
+                f"steps x strength is {steps} x {strength:g} < 1, so nothing would change; "
+                f"use at least {math.ceil(1 / strength)} steps or a higher strength"
+            )
+    return req.replace(
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=guidance,
+        scheduler=scheduler,
+        seed=seed,
+        count=count,
+        strength=strength,
+    )
+
+
+def infotext(req: GenerationRequest, seed: int, model: str) -> str:
+    """The A1111 "parameters" text, so images open with their settings in other tools."""
+    lines = [req.prompt]
+    if req.negative_prompt:
+        lines.append(f"Negative prompt: {req.negative_prompt}")
+    fields = [
+        f"Steps: {req.steps}",
+        f"Sampler: {SCHEDULERS.get(req.scheduler or '', req.scheduler)}",
+        f"CFG scale: {req.guidance:g}" if req.guidance is not None else None,
+        f"Seed: {seed}",
+        f"Size: {req.width}x{req.height}",
+        f"Model: {model}",
+        f"Denoising strength: {req.strength:g}" if req.init_image is not None else None,
+    ]
+    lines.append(", ".join(f for f in fields if f))
+    return "\n".join(lines)
