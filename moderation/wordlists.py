@@ -1,0 +1,94 @@
+"""The shipped word lists (``moderation/data/*.txt``), parsed once and compiled into matchers.
+
+Lists live in plain text files so moderators and contributors can review and extend them
+without reading code; each section is described at the top of its file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+
+from moderation.text import TermMatcher
+
+GATE_SECTIONS = ("sexual", "suggestive", "minor", "sexual_minors", "gore", "hate")
+SENSITIVE_SECTIONS = (
+    "sensitive_sexual", "sensitive_violence", "sensitive_crime", "sensitive_drugs",
+    "sensitive_politics",
+)
+
+
+def read_sections(name: str) -> dict[str, list[str]]:
+    """``[section]`` headers followed by one entry per line; ``#`` starts a comment line."""
+    text = resources.files("moderation").joinpath("data", name).read_text(encoding="utf-8")
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+        elif current is not None:
+            current.append(line)
+    return sections
+
+
+def read_public_figures() -> dict[str, str]:
+    """Spelling -> canonical name; each full name also matches written as one word."""
+    text = resources.files("moderation").joinpath("data", "public_figures.txt").read_text("utf-8")
+    names: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        spellings = [s.strip() for s in line.split("|") if s.strip()]
+        canonical = spellings[0]
+        for spelling in spellings:
+            names.setdefault(spelling, canonical)
+        names.setdefault("".join(ch for ch in canonical if ch.isalnum()), canonical)
+    return names
+
+
+def _matcher(sections: dict[str, list[str]], wanted: tuple[str, ...]) -> TermMatcher:
+    terms: dict[str, str] = {}
+    for section in wanted:
+        for term in sections.get(section, []):
+            terms.setdefault(term, section)
+    return TermMatcher(terms)
+
+
+@dataclass(frozen=True)
+class WordLists:
+    gate: TermMatcher  # labels: the GATE_SECTIONS
+    safe: TermMatcher
+    safe_names: TermMatcher
+    photoreal: TermMatcher
+    stylised: TermMatcher
+    sensitive: TermMatcher  # labels: the SENSITIVE_SECTIONS
+    figures: TermMatcher  # label: canonical name
+
+
+@cache
+def word_lists() -> WordLists:
+    """Built on first use (about 0.1 s), then shared by every check."""
+    s = read_sections("terms.txt")
+    # A term in two gate sections keeps its first label; "loli" is listed under both minor and
+    # sexual_minors, and must count as sexual_minors on its own.
+    gate_order = ("sexual_minors",) + tuple(x for x in GATE_SECTIONS if x != "sexual_minors")
+    return WordLists(
+        gate=_matcher(s, gate_order),
+        safe=_matcher(s, ("safe_phrases",)),
+        safe_names=_matcher(s, ("safe_names",)),
+        photoreal=_matcher(s, ("photoreal",)),
+        stylised=_matcher(s, ("stylised",)),
+        sensitive=_matcher(s, SENSITIVE_SECTIONS),
+        figures=TermMatcher(read_public_figures()),
+    )
+
+
+@lru_cache(maxsize=512)
+def custom_matcher(terms: tuple[str, ...], label: str) -> TermMatcher:
+    """Matchers for a server's own lists, cached per distinct list (policies rarely change)."""
+    return TermMatcher({t: (label if label != "name" else t) for t in terms})
