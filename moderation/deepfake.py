@@ -138,7 +138,9 @@ def assess(
     return RiskAssessment(
         score=round(min(1.0, max(0.0, score)), 2),
         names=canonical,
-        name_evidence=tuple(f"real_person: {m.label} (from {m.source!r})" for m in names),
+        name_evidence=tuple(
+            f"real_person: {m.label} (from {m.source.strip(chr(34) + '.,;:!?()')!r})" for m in names
+        ),
         photoreal=photoreal,
         stylised=stylised,
         sensitive={k: tuple(v) for k, v in sensitive.items()},
