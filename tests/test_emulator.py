@@ -1,0 +1,316 @@
+"""Self-tests of the loopback Discord emulator, driven by a minimal real discord.py client.
+
+The client here is deliberately not the product bot: it proves the emulator speaks the
+protocol discord.py expects, so the bot's end-to-end tests can trust it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import discord
+import discord.gateway
+import discord.http
+import pytest
+from discord import app_commands
+
+from tests.discord_emulator import Emulator, EmulatorUsageError
+
+PNG_1PX = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+    b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xcf\xc0\xf0\x1f\x00\x05\x00\x01\xff\x89\x99"
+    b"=\x1d\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+
+
+# --- canary: the undocumented discord.py attributes the emulator relies on ---------------------
+
+
+def test_discord_py_attributes_canary() -> None:
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"
+    assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == "wss://gateway.discord.gg/"
+    pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    low, high = re.search(r'"discord\.py>=([\d.]+),<([\d.]+)"', pyproject).groups()
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in text.split(".")[:3])
+
+    assert version(low) <= version(discord.__version__) < version(high)
+
+
+async def test_fixture_restores_discord_py(discord_emulator: Emulator) -> None:
+    assert discord.http.Route.BASE == discord_emulator.api_base
+    assert str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY) == discord_emulator.gateway_url
+
+
+def test_route_base_is_restored_after_fixture() -> None:
+    assert discord.http.Route.BASE == "https://discord.com/api/v10"
+
+
+# --- a minimal bot ------------------------------------------------------------------------------
+
+
+class AgainButton(discord.ui.View):
+    def __init__(self, bot: MiniBot) -> None:
+        super().__init__(timeout=None)
+        self.bot = bot
+
+    @discord.ui.button(label="Again", custom_id="again:1")
+    async def again(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.bot.clicks.append(interaction.user.id)
+        await interaction.response.send_message(f"again by {interaction.user.name}",
+                                                ephemeral=True)
+
+
+class PromptModal(discord.ui.Modal, title="Remix"):
+    prompt = discord.ui.TextInput(label="Prompt", custom_id="remix:prompt")
+
+    def __init__(self, bot: MiniBot) -> None:
+        super().__init__(custom_id="remix:modal")
+        self.bot = bot
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        self.bot.remixes.append(self.prompt.value)
+        await interaction.response.send_message(f"remixing {self.prompt.value}")
+
+
+class MiniBot(discord.Client):
+    def __init__(self) -> None:
+        intents = discord.Intents.default()
+        super().__init__(intents=intents, guild_ready_timeout=0.05)
+        self.tree = app_commands.CommandTree(self)
+        self.clicks: list[int] = []
+        self.remixes: list[str] = []
+        self.reactions: list[tuple[int, str]] = []
+        self.errors: list[discord.HTTPException] = []
+        self.release = asyncio.Event()
+        self.ack_gate = asyncio.Event()
+        self.add_view(AgainButton(self))
+
+        @self.tree.command(name="draw", description="Draw something")
+        async def draw(interaction: discord.Interaction, prompt: str,
+                       image: discord.Attachment | None = None, wait: bool = False) -> None:
+            await interaction.response.defer(thinking=True)
+            data = await image.read() if image else PNG_1PX
+            if wait:
+                await self.release.wait()
+            try:
+                await interaction.followup.send(f"drew {prompt}", view=AgainButton(self),
+                                                file=discord.File(_bytes_io(data), "grid.png"))
+            except discord.HTTPException as exc:
+                self.errors.append(exc)
+                await interaction.channel.send(f"{interaction.user.mention} drew {prompt}")
+
+        @self.tree.command(name="slowack", description="Answer only when the test says so")
+        async def slowack(interaction: discord.Interaction) -> None:
+            await self.ack_gate.wait()
+            try:
+                await interaction.response.defer()
+            except discord.HTTPException as exc:
+                self.errors.append(exc)
+
+        @self.tree.command(name="remix", description="Open a modal")
+        async def remix(interaction: discord.Interaction) -> None:
+            await interaction.response.send_modal(PromptModal(self))
+
+        @self.tree.command(name="big", description="Upload too much")
+        async def big(interaction: discord.Interaction, megabytes: int) -> None:
+            await interaction.response.defer()
+            try:
+                await interaction.followup.send(
+                    file=discord.File(_bytes_io(b"\0" * (megabytes << 20)), "big.png"))
+            except discord.HTTPException as exc:
+                self.errors.append(exc)
+
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        self.reactions.append((payload.user_id, str(payload.emoji)))
+
+
+def _bytes_io(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+@pytest.fixture
+async def bot(discord_emulator: Emulator):
+    client = MiniBot()
+    task = asyncio.create_task(client.start(discord_emulator.token))
+    try:
+        await asyncio.wait_for(client.wait_until_ready(), 30)
+        await client.tree.sync()
+        yield client
+    finally:
+        await client.close()
+        await asyncio.wait_for(task, 30)
+
+
+# --- behaviour ----------------------------------------------------------------------------------
+
+
+async def test_login_ready_and_guild_state(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    assert bot.user.id == emu.bot.id
+    assert bot.application_id == emu.application_id
+    guild = bot.get_guild(emu.guild.id)
+    assert guild is not None and guild.get_channel(emu.nsfw_channel.id).is_nsfw()
+    assert guild.get_role(emu.moderator_role.id).permissions.manage_guild
+    assert guild.me.guild_permissions.send_messages
+    assert {r.route for r in emu.requests} >= {"/users/@me", "/oauth2/applications/@me"}
+    assert emu.find_command("draw", emu.guild.id)["options"][0]["name"] == "prompt"
+
+
+async def test_slash_defer_followup_with_file_and_button(discord_emulator: Emulator,
+                                                         bot: MiniBot) -> None:
+    emu = discord_emulator
+    iid = await emu.send_slash("draw", {"prompt": "a cat"}, user=emu.alice)
+    inter = await emu.wait_for_response(iid)
+    assert inter.initial_response == 5
+    assert inter.responded_at - inter.created_at < emu.response_deadline
+
+    msg = await emu.wait_for(lambda: (m := emu.original_message(iid)) and not m.loading and m)
+    assert msg.content == "drew a cat"
+    assert msg.attachments[0].filename == "grid.png"
+    assert msg.attachments[0].data == PNG_1PX
+    assert msg.custom_ids() == ["again:1"]
+    upload = [r for r in emu.interaction_responses(iid) if r.files][0]
+    assert upload.files[0].data == PNG_1PX
+
+    click = await emu.click(msg, "again:1", user=emu.bob)
+    await emu.wait_for(lambda: emu.original_message(click))
+    reply = emu.original_message(click)
+    assert reply.content == "again by bob" and reply.ephemeral
+    assert bot.clicks == [emu.bob.id]
+    assert emu.violations == []
+
+
+async def test_slash_attachment_option_is_downloadable(discord_emulator: Emulator,
+                                                       bot: MiniBot) -> None:
+    emu = discord_emulator
+    image = emu.upload("sketch.png", PNG_1PX)
+    iid = await emu.send_slash("draw", {"prompt": "x", "image": image})
+    assert emu.interaction(iid).data["resolved"]["attachments"][str(image.id)]["width"] == 1
+    msg = await emu.wait_for(lambda: (m := emu.original_message(iid)) and m.attachments and m)
+    assert msg.attachments[0].data == PNG_1PX
+
+
+async def test_unknown_option_is_a_test_error(discord_emulator: Emulator, bot: MiniBot) -> None:
+    with pytest.raises(EmulatorUsageError, match="no option 'colour'"):
+        await discord_emulator.send_slash("draw", {"prompt": "x", "colour": "red"})
+    with pytest.raises(EmulatorUsageError, match="requires options"):
+        await discord_emulator.send_slash("draw", {})
+
+
+async def test_modal_submit(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    opener = await emu.send_slash("remix", user=emu.bob)
+    inter = await emu.wait_for_response(opener)
+    assert inter.initial_response == 9 and inter.modal["title"] == "Remix"
+    submit = await emu.submit_modal(opener, {"remix:prompt": "a dog"})
+    msg = await emu.wait_for(lambda: emu.original_message(submit))
+    assert msg.content == "remixing a dog" and bot.remixes == ["a dog"]
+
+
+async def test_reaction_reaches_the_bot(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    sent = await bot.get_channel(emu.general.id).send("react to me")
+    await emu.add_reaction(sent.id, "🔁", emu.bob)
+    await emu.wait_for(lambda: bot.reactions, what="reaction event")
+    assert bot.reactions == [(emu.bob.id, "🔁")]
+
+
+async def test_expired_token_gives_401_and_channel_fallback_works(discord_emulator: Emulator,
+                                                                  bot: MiniBot) -> None:
+    emu = discord_emulator
+    iid = await emu.send_slash("draw", {"prompt": "slow", "wait": True})
+    await emu.wait_for_response(iid)
+    emu.clock.advance(15 * 60 + 1)
+    bot.release.set()
+    msg = await emu.wait_for_message(lambda m: m.content.endswith("drew slow"))
+    assert msg.content == f"<@{emu.alice.id}> drew slow" and msg.interaction_id is None
+    assert [(e.status, e.code) for e in bot.errors] == [(401, 50027)]
+    assert [v.rule for v in emu.violations] == ["http-401-50027"]
+
+
+async def test_late_and_double_acknowledgement(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    sent = await bot.get_channel(emu.general.id).send("x", view=AgainButton(bot))
+    iid = await emu.click(sent.id, "again:1")
+    inter = await emu.wait_for_response(iid)
+    route = discord.http.Route("POST", "/interactions/{i}/{t}/callback", i=iid, t=inter.token)
+    with pytest.raises(discord.HTTPException) as again:
+        await bot.http.request(route, json={"type": 6})
+    assert (again.value.status, again.value.code) == (400, 40060)
+
+    late = await emu.send_slash("slowack")
+    emu.clock.advance(emu.response_deadline + 0.5)
+    bot.ack_gate.set()
+    await emu.wait_for(lambda: bot.errors, what="the late defer to fail")
+    assert [(e.status, e.code) for e in bot.errors] == [(404, 10062)]
+    assert not emu.interaction(late).acknowledged
+    assert [v.rule for v in emu.violations] == ["http-400-40060", "late-callback",
+                                                "http-404-10062"]
+
+
+async def test_six_action_rows_are_rejected(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    rows = [{"type": 1, "components": [{"type": 2, "style": 1, "label": str(i),
+                                         "custom_id": f"b{i}"}]} for i in range(6)]
+    route = discord.http.Route("POST", "/channels/{c}/messages", c=emu.general.id)
+    with pytest.raises(discord.HTTPException) as err:
+        await bot.http.request(route, json={"content": "rows", "components": rows})
+    assert (err.value.status, err.value.code) == (400, 50035)
+    assert "components" in err.value.text or "components" in str(emu.violations[-1].detail)
+    assert emu.messages_in(emu.general) == []
+
+
+async def test_long_custom_id_duplicate_and_label_rejected(discord_emulator: Emulator,
+                                                           bot: MiniBot) -> None:
+    emu = discord_emulator
+    route = discord.http.Route("POST", "/channels/{c}/messages", c=emu.general.id)
+    bad = [
+        [{"type": 2, "style": 1, "label": "x", "custom_id": "c" * 101}],
+        [{"type": 2, "style": 1, "label": "x", "custom_id": "a"},
+         {"type": 2, "style": 1, "label": "y", "custom_id": "a"}],
+        [{"type": 2, "style": 1, "label": "L" * 81, "custom_id": "b"}],
+    ]
+    for buttons in bad:
+        with pytest.raises(discord.HTTPException) as err:
+            await bot.http.request(route, json={"components": [{"type": 1, "components": buttons}]})
+        assert err.value.code == 50035
+    with pytest.raises(discord.HTTPException) as err:
+        await bot.http.request(route, json={"content": "c" * 2001})
+    assert err.value.code == 50035
+
+
+async def test_oversized_file_gets_413(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    iid = await emu.send_slash("big", {"megabytes": 11})
+    await emu.wait_for(lambda: bot.errors, what="the upload to fail")
+    assert [(e.status, e.code) for e in bot.errors] == [(413, 40005)]
+    assert emu.followups(iid) == []
+
+
+async def test_unknown_channel_and_missing_permissions(discord_emulator: Emulator,
+                                                       bot: MiniBot) -> None:
+    emu = discord_emulator
+    locked = bot.get_channel(emu.locked_channel.id)
+    with pytest.raises(discord.Forbidden) as forbidden:
+        await locked.send("hello")
+    assert forbidden.value.code == 50013
+    emu.delete_channel(emu.mod_log)
+    with pytest.raises(discord.NotFound) as missing:
+        await bot.get_channel(emu.mod_log.id).send("hello")
+    assert missing.value.code == 10003
+
+
+async def test_gateway_resume_after_drop(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    session = emu.gateway.live_sessions[0]
+    await emu.drop_gateway()
+    await emu.wait_for(lambda: session.resumes == 1 and session.connected, what="RESUME")
+    assert emu.gateway.identify_count == 1
+    iid = await emu.send_slash("draw", {"prompt": "after resume"})
+    await emu.wait_for_response(iid)
