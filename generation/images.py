@@ -60,6 +60,8 @@ def load_image(
         ) from None
     except Image.DecompressionBombError as exc:
         raise UserInputError(_bomb_message(what, exc, max_pixels)) from None
+    except OSError as exc:  # e.g. a JPEG cut off inside its header
+        raise UserInputError(f"{what} is truncated or corrupt ({exc})") from None
     width, height = img.size
     if width <= 0 or height <= 0:
         raise UserInputError(f"{what} has no pixels ({width}x{height})")
