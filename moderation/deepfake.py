@@ -32,6 +32,7 @@ CONTEXT_NAMES = {
     "sensitive_drugs": "drugs",
     "sensitive_politics": "political endorsement or fake news",
 }
+_PUNCT = "\"'.,;:!?()"
 # Gate categories that also make a depiction of a real person sensitive.
 GATE_CONTEXT = {"sexual": "sensitive_sexual", "suggestive": "sensitive_sexual",
                 "gore": "sensitive_violence"}
@@ -139,7 +140,7 @@ def assess(
         score=round(min(1.0, max(0.0, score)), 2),
         names=canonical,
         name_evidence=tuple(
-            f"real_person: {m.label} (from {m.source.strip(chr(34) + '.,;:!?()')!r})" for m in names
+            f"real_person: {m.label} (from {m.source.strip(_PUNCT)!r})" for m in names
         ),
         photoreal=photoreal,
         stylised=stylised,
