@@ -203,6 +203,8 @@ class Worker:
                 self.cost_model.seconds_per_unit = max(float(saved), 1e-9)
         recovery = await self.store.recover()
         for job in recovery.queued:
+            if job.id in self.scheduler:
+                continue  # submitted to this worker before start()
             key = await self._run_in(self._prep, self._stored_batch_key, job)
             self.scheduler.push(self._entry(job, key))
         if recovery.requeued or recovery.queued:
