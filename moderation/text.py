@@ -24,6 +24,7 @@ LEET = str.maketrans(
     {"0": "o", "1": "i", "2": "z", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b",
      "9": "g", "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l", "¢": "c"}
 )
+_LEET_SYMBOLS = frozenset("€£¢")
 LEET_ALT = str.maketrans({"1": "l", "!": "l", "|": "i"})
 
 _PIECE = re.compile(r"[a-z0-9]+")
@@ -73,6 +74,8 @@ def fold_char(ch: str) -> str:
     """Map one character to plain lowercase ASCII: invisible -> "", look-alike -> its Latin twin."""
     if ch.isascii():
         return ch.lower()
+    if ch in _LEET_SYMBOLS:
+        return ch  # kept for the leetspeak readings ("nud€"); the plain reading drops it
     category = unicodedata.category(ch)
     if category in ("Cf", "Cc", "Mn", "Me", "Cs", "Co", "Cn"):
         return ""  # zero-width joiners, bidi marks, combining accents, unassigned
