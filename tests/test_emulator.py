@@ -64,6 +64,22 @@ class AgainButton(discord.ui.View):
                                                 ephemeral=True)
 
 
+class EditButtons(discord.ui.View):
+    """Type 7 (update the message) and type 6 (defer, then edit it through the token)."""
+
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Update", custom_id="edit:update")
+    async def update(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.edit_message(content="updated", view=None)
+
+    @discord.ui.button(label="Later", custom_id="edit:later")
+    async def later(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await interaction.response.defer()
+        await interaction.edit_original_response(content="edited after defer")
+
+
 class PromptModal(discord.ui.Modal, title="Remix"):
     prompt = discord.ui.TextInput(label="Prompt", custom_id="remix:prompt")
 
@@ -88,6 +104,7 @@ class MiniBot(discord.Client):
         self.release = asyncio.Event()
         self.ack_gate = asyncio.Event()
         self.add_view(AgainButton(self))
+        self.add_view(EditButtons())
 
         @self.tree.command(name="draw", description="Draw something")
         async def draw(interaction: discord.Interaction, prompt: str,
@@ -110,6 +127,18 @@ class MiniBot(discord.Client):
                 await interaction.response.defer()
             except discord.HTTPException as exc:
                 self.errors.append(exc)
+
+        @self.tree.command(name="progress", description="Edit the original a few ways")
+        async def progress(interaction: discord.Interaction) -> None:
+            await interaction.response.defer()
+            await interaction.edit_original_response(content="step 1 of 2")
+            await interaction.edit_original_response(
+                content="step 2 of 2", attachments=[discord.File(_bytes_io(PNG_1PX), "p.png")])
+            webhook = discord.Webhook.partial(interaction.application_id, interaction.token,
+                                              client=self)
+            await webhook.edit_message("@original", content="done", view=EditButtons())
+            extra = await interaction.followup.send("extra", wait=True)
+            await extra.delete()
 
         @self.tree.command(name="remix", description="Open a modal")
         async def remix(interaction: discord.Interaction) -> None:
@@ -300,10 +329,24 @@ async def test_unknown_channel_and_missing_permissions(discord_emulator: Emulato
     with pytest.raises(discord.Forbidden) as forbidden:
         await locked.send("hello")
     assert forbidden.value.code == 50013
-    emu.delete_channel(emu.mod_log)
+    mod_log = bot.get_channel(emu.mod_log.id)
+    await emu.delete_channel(emu.mod_log)
+    await emu.wait_for(lambda: bot.get_channel(emu.mod_log.id) is None, what="CHANNEL_DELETE")
     with pytest.raises(discord.NotFound) as missing:
-        await bot.get_channel(emu.mod_log.id).send("hello")
+        await mod_log.send("hello")
     assert missing.value.code == 10003
+
+
+async def test_direct_messages(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    user = await bot.fetch_user(emu.bob.id)
+    await user.send("your image is ready", file=discord.File(_bytes_io(PNG_1PX), "a.png"))
+    [dm] = emu.messages_in(emu.dm_channel(emu.bob))
+    assert dm.content == "your image is ready" and dm.attachments[0].data == PNG_1PX
+    emu.alice.dms_closed = True
+    with pytest.raises(discord.Forbidden) as closed:
+        await (await bot.fetch_user(emu.alice.id)).send("hi")
+    assert closed.value.code == 50007
 
 
 async def test_gateway_resume_after_drop(discord_emulator: Emulator, bot: MiniBot) -> None:
@@ -314,3 +357,25 @@ async def test_gateway_resume_after_drop(discord_emulator: Emulator, bot: MiniBo
     assert emu.gateway.identify_count == 1
     iid = await emu.send_slash("draw", {"prompt": "after resume"})
     await emu.wait_for_response(iid)
+
+
+async def test_edits_of_the_original_and_component_updates(discord_emulator: Emulator,
+                                                            bot: MiniBot) -> None:
+    emu = discord_emulator
+    iid = await emu.send_slash("progress")
+    await emu.wait_for(lambda: any(r.method == "DELETE" for r in emu.interaction_responses(iid)),
+                       what="the follow-up to be deleted")
+    msg = emu.original_message(iid)
+    assert msg.content == "done", [(r.method, r.json) for r in emu.interaction_responses(iid)]
+    assert len(msg.edit_times) == 3 and msg.edit_times == sorted(msg.edit_times)
+    assert [a.filename for a in msg.attachments] == ["p.png"]  # kept by the last edit
+    assert emu.followups(iid) == []  # "extra" was posted then deleted
+    assert msg.custom_ids() == ["edit:update", "edit:later"]
+
+    later = await emu.click(msg, "edit:later", user=emu.bob)
+    await emu.wait_for(lambda: msg.content == "edited after defer")
+    assert emu.interaction(later).initial_response == 6
+    update = await emu.click(msg, "edit:update")
+    await emu.wait_for(lambda: msg.content == "updated")
+    assert emu.interaction(update).initial_response == 7 and msg.components == []
+    assert emu.violations == []

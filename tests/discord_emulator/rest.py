@@ -64,6 +64,7 @@ class Rest:
         r = self._route
         r("GET", "/users/@me", self.get_me)
         r("GET", "/users/{user_id}", self.get_user)
+        r("POST", "/users/@me/channels", self.create_dm)
         r("GET", "/oauth2/applications/@me", self.get_application)
         r("GET", "/applications/@me", self.get_application)
         r("GET", "/gateway", self.get_gateway)
@@ -163,7 +164,7 @@ class Rest:
 
     def _upload_limit(self, channel_id: int) -> int:
         channel = self.world.channels.get(channel_id)
-        if channel is None:
+        if channel is None or channel.guild_id is None:
             return self.emu.default_upload_limit
         return self.world.guilds[channel.guild_id].attachment_size_limit
 
@@ -224,7 +225,7 @@ class Rest:
             msg.attachments = attachments
         msg.flags &= ~LOADING
         msg.edited_at = self.emu.clock.now()
-        msg.edits += 1
+        msg.edit_times.append(msg.edited_at)
         await self.emu._message_changed(msg)
         return msg
 
@@ -237,6 +238,13 @@ class Rest:
         if user is None:
             raise unknown("User", 10013)
         return user.payload()
+
+    async def create_dm(self, record: RecordedRequest) -> Any:
+        uid = str((record.json or {}).get("recipient_id", ""))
+        user = self.world.users.get(int(uid)) if uid.isdigit() else None
+        if user is None:
+            raise unknown("User", 10013)
+        return self.world.dm_channel(user).payload()
 
     async def get_application(self, record: RecordedRequest) -> Any:
         return self.world.application_payload()
@@ -358,6 +366,7 @@ class Rest:
 
     async def followup(self, record: RecordedRequest, app_id: str, token: str) -> Any:
         inter = self._interaction_by_token(app_id, token, record)
+        self._channel(str(inter.channel_id))  # a deleted channel takes its messages with it
         payload = record.json or {}
         original = self.emu.store.get(inter.original_message_id or 0)
         if inter.initial_response == 5 and original is not None and original.loading:
@@ -410,6 +419,8 @@ class Rest:
 
     async def create_message(self, record: RecordedRequest, channel_id: str) -> Any:
         channel = self._channel(channel_id)
+        if channel.recipient is not None and channel.recipient.dms_closed:
+            raise ApiError(403, 50007, "Cannot send messages to this user")
         self._require(channel, VIEW_CHANNEL | SEND_MESSAGES | (ATTACH_FILES if record.files else 0))
         payload = dict(record.json or {})
         payload["flags"] = int(payload.get("flags") or 0) & ~EPHEMERAL  # only interactions may

@@ -131,9 +131,16 @@ class Emulator:
         """A file a user attaches to a slash command (pass it as an option value)."""
         return self._new_attachment(filename, data, content_type=content_type)
 
-    def delete_channel(self, channel: Channel | int) -> None:
-        """Posting there now answers 404 Unknown Channel (10003)."""
-        self._channel(channel).deleted = True
+    async def delete_channel(self, channel: Channel | int) -> None:
+        """A moderator deletes the channel: the bot hears CHANNEL_DELETE, and posting or
+        following up there answers 404 Unknown Channel (10003)."""
+        channel = self._channel(channel)
+        channel.deleted = True
+        await self.gateway.dispatch("CHANNEL_DELETE", channel.payload())
+
+    def dm_channel(self, user: User) -> Channel:
+        """The bot's DM channel with `user` (messages_in(emu.dm_channel(u)) reads the DMs)."""
+        return self.world.dm_channel(user)
 
     def find_command(self, name: str, guild_id: int | None = None) -> dict[str, Any] | None:
         """A synced command by name: guild commands first, then global ones."""
@@ -332,6 +339,8 @@ class Emulator:
         self._require_bot()
         world = self.world
         user = user or world.alice
+        if channel.guild_id is None:
+            raise EmulatorUsageError("the emulator sends interactions from guild channels only")
         guild = world.guilds[channel.guild_id]
         iid = self.ids.next()
         inter = Interaction(id=iid, token=new_token(iid), type=kind,

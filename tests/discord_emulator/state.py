@@ -78,6 +78,7 @@ class User:
     bot: bool = False
     roles: list[int] = field(default_factory=list)
     nick: str | None = None
+    dms_closed: bool = False  # sending them a DM answers 403 50007
 
     def payload(self) -> dict[str, Any]:
         return {
@@ -120,15 +121,19 @@ class Role:
 @dataclass
 class Channel:
     id: int
-    guild_id: int
+    guild_id: int | None  # None for a DM channel (type 1)
     name: str
     nsfw: bool = False
     type: int = 0  # GUILD_TEXT
     bot_denied: int = 0  # permissions removed from the bot here (e.g. SEND_MESSAGES)
     deleted: bool = False
     position: int = 0
+    recipient: User | None = None  # DM channels only
 
     def payload(self) -> dict[str, Any]:
+        if self.recipient is not None:
+            return {"id": str(self.id), "type": 1, "recipients": [self.recipient.payload()],
+                    "last_message_id": None, "flags": 0}
         return {
             "id": str(self.id),
             "guild_id": str(self.guild_id),
@@ -236,7 +241,7 @@ class Message:
     interaction_id: int | None = None  # set for interaction responses and follow-ups
     webhook_id: int | None = None
     reactions: dict[str, set[int]] = field(default_factory=dict)
-    edits: int = 0
+    edit_times: list[float] = field(default_factory=list)  # emulator clock, one per edit
 
     @property
     def ephemeral(self) -> bool:

@@ -83,6 +83,16 @@ class World:
         self.channels[channel.id] = channel
         return channel
 
+    def dm_channel(self, user: User) -> Channel:
+        """The bot's DM channel with a user, created on first use like Discord's."""
+        for channel in self.channels.values():
+            if channel.recipient is user:
+                return channel
+        channel = Channel(id=self.ids.next(), guild_id=None, name=f"dm-{user.name}", type=1,
+                          recipient=user)
+        self.channels[channel.id] = channel
+        return channel
+
     def build_default(self) -> None:
         """One server with the channels and people the bot's end-to-end tests talk about."""
         guild = self.add_guild("Test Server")
@@ -111,6 +121,8 @@ class World:
         return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
 
     def channel_permissions(self, user: User, channel: Channel) -> int:
+        if channel.guild_id is None:
+            return EVERYONE_DEFAULT
         guild = self.guilds[channel.guild_id]
         perms = self.guild_permissions(user, guild)
         if user.id == self.bot.id and not perms & ADMINISTRATOR:
