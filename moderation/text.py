@@ -101,30 +101,38 @@ def _pieces(word: str, index: int) -> list[Token]:
     return [Token(p, index, index) for p in _PIECE.findall(word)]
 
 
-def _join_letter_runs(tokens: list[Token], *, keep_article: bool = False) -> list[Token]:
+def _letter_runs(tokens: list[Token]) -> list[tuple[int, int]]:
+    """(start, end) index ranges of runs of at least MIN_JOINED_RUN single-letter tokens."""
+    runs, start = [], None
+    for i, tok in enumerate(tokens + [Token("..", 0, 0)]):
+        single = len(tok.text) == 1 and tok.text.isalpha()
+        if single and start is None:
+            start = i
+        elif not single and start is not None:
+            if i - start >= MIN_JOINED_RUN:
+                runs.append((start, i))
+            start = None
+    return runs
+
+
+def _join_letter_runs(
+    tokens: list[Token], runs: list[tuple[int, int]], *, keep_article: bool = False
+) -> list[Token]:
     """Join runs of single letters ("n u d e", "n.u.d.e") into one token, keep the rest.
 
     With ``keep_article`` a leading "a" or "i" stays a word of its own ("a n u d e").
     """
     out: list[Token] = []
-    run: list[Token] = []
-
-    def flush() -> None:
-        if keep_article and len(run) > MIN_JOINED_RUN and run[0].text in ("a", "i"):
-            out.append(run.pop(0))
-        if len(run) >= MIN_JOINED_RUN:
-            out.append(Token("".join(t.text for t in run), run[0].first_word, run[-1].last_word))
-        else:
-            out.extend(run)
-        run.clear()
-
-    for tok in tokens:
-        if len(tok.text) == 1 and tok.text.isalpha():
-            run.append(tok)
-        else:
-            flush()
-            out.append(tok)
-    flush()
+    last = 0
+    for start, end in runs:
+        out.extend(tokens[last:start])
+        if keep_article and end - start > MIN_JOINED_RUN and tokens[start].text in ("a", "i"):
+            out.append(tokens[start])
+            start += 1
+        run = tokens[start:end]
+        out.append(Token("".join(t.text for t in run), run[0].first_word, run[-1].last_word))
+        last = end
+    out.extend(tokens[last:])
     return out
 
 
@@ -141,17 +149,20 @@ def normalize(text: str) -> NormalizedText:
             seen.add(key)
             variants.append(tuple(tokens))
 
-    readings = [folded]
     leet = [w.translate(LEET) if _HAS_LETTER.search(w) else w for w in folded]
     leet_alt = [
         w.translate(LEET_ALT).translate(LEET) if _HAS_LETTER.search(w) else w for w in folded
     ]
-    readings += [leet, leet_alt, [_REPEATS.sub(r"\1", w) for w in leet]]
+    readings: list[list[str]] = []
+    for reading in (folded, leet, leet_alt, [_REPEATS.sub(r"\1", w) for w in leet]):
+        if reading not in readings:  # most prompts have one reading only
+            readings.append(reading)
     for reading in readings:
         tokens = [tok for i, w in enumerate(reading) for tok in _pieces(w, i)]
         add(tokens)
-        add(_join_letter_runs(tokens))
-        add(_join_letter_runs(tokens, keep_article=True))
+        if runs := _letter_runs(tokens):
+            add(_join_letter_runs(tokens, runs))
+            add(_join_letter_runs(tokens, runs, keep_article=True))
     return NormalizedText(original=text, words=words, variants=tuple(variants))
 
 
@@ -183,6 +194,7 @@ class TermMatcher:
             if key:
                 self._phrases.setdefault(key, (label, " ".join(key)))
         self._max_len = max((len(k) for k in self._phrases), default=0)
+        self._first = frozenset(k[0] for k in self._phrases)  # most tokens start no phrase
 
     def __len__(self) -> int:
         return len(self._phrases)
@@ -194,6 +206,9 @@ class TermMatcher:
             words = [t.text for t in tokens]
             n = len(words)
             for i in range(n):
+                word = words[i]
+                if word not in self._first and not (word.endswith("s") and word[:-1] in self._first):
+                    continue
                 for length in range(1, min(self._max_len, n - i) + 1):
                     key = tuple(words[i : i + length])
                     hit = phrases.get(key)
