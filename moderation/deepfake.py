@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from moderation.decision import Decision
+from moderation.decision import Decision, combine
 from moderation.policy import Policy
 from moderation.text import Match, NormalizedText, normalize, without_safe
 from moderation.wordlists import custom_matcher, word_lists
@@ -204,16 +204,27 @@ def decide(risk: RiskAssessment, policy: Policy | None = None) -> Decision:
 
 
 def check_request(
-    prompt: str, policy: Policy | None = None, *, init_image: Image.Image | None = None
+    prompt: str,
+    policy: Policy | None = None,
+    *,
+    init_image: Image.Image | None = None,
+    nsfw_channel: bool | None = None,
 ) -> Decision:
-    """Before generation: the prompt, plus faces in an uploaded init image (runs NudeNet)."""
-    policy = policy or Policy.default()
-    init_faces = 0
-    if init_image is not None:
-        from moderation.nsfw import scan_image
+    """Before generation: the prompt, plus faces in an uploaded init image (runs NudeNet once).
 
-        init_faces = len(scan_image(init_image).faces(policy.face_threshold))
-    return decide(assess(prompt, policy, init_faces=init_faces), policy)
+    With ``nsfw_channel`` given, the same scan also applies the nudity rule to the upload, so
+    an input image gets the NSFW check without a second model run.
+    """
+    policy = policy or Policy.default()
+    if init_image is None:
+        return decide(assess(prompt, policy), policy)
+    from moderation.nsfw import decide_image, scan_image
+
+    scan = scan_image(init_image)
+    risk = decide(assess(prompt, policy, init_faces=len(scan.faces(policy.face_threshold))), policy)
+    if nsfw_channel is None:
+        return risk
+    return combine(risk, decide_image(scan, policy, nsfw_channel=nsfw_channel))
 
 
 def check_output(prompt: str, image: Image.Image | object, policy: Policy | None = None) -> Decision:

@@ -146,3 +146,9 @@ def test_uploaded_photo_with_a_face_in_a_sexual_context_is_blocked() -> None:
 def test_uploaded_image_without_a_face_is_not_a_deepfake_risk() -> None:
     cat = Image.fromarray(data.chelsea())
     assert deepfake.check_request("make it undressed", BALANCED, init_image=cat).allowed
+
+
+def test_request_check_can_apply_the_nudity_rule_to_the_upload_in_the_same_scan() -> None:
+    photo = Image.fromarray(data.astronaut())
+    d = deepfake.check_request("make her smile", BALANCED, init_image=photo, nsfw_channel=False)
+    assert d.allowed and d.details["faces"] == 1  # the NSFW scan's details are merged in
