@@ -379,3 +379,62 @@ async def test_edits_of_the_original_and_component_updates(discord_emulator: Emu
     await emu.wait_for(lambda: msg.content == "updated")
     assert emu.interaction(update).initial_response == 7 and msg.components == []
     assert emu.violations == []
+
+
+async def test_mentions_follow_allowed_mentions(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    channel = bot.get_channel(emu.general.id)
+    text = f"<@{emu.alice.id}> and <@{emu.bob.id}>"
+    only_alice = discord.AllowedMentions(users=[discord.Object(emu.alice.id)])
+    pinged = await channel.send(text, allowed_mentions=only_alice)
+    silent = await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+    assert [u.name for u in emu.store[pinged.id].mentions] == ["alice"]
+    assert emu.store[silent.id].mentions == []
+    assert [u.id for u in pinged.mentions] == [emu.alice.id]  # discord.py parsed our payload
+
+
+async def test_embed_and_modal_limits(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    channel = bot.get_channel(emu.general.id)
+    with pytest.raises(discord.HTTPException) as err:
+        await channel.send(embed=discord.Embed(title="t" * 257))
+    assert err.value.code == 50035
+    await channel.send(embed=discord.Embed(title="ok", description="d" * 4096))
+
+    # a command the bot does not know: the test answers it itself, through discord.py's HTTP
+    iid = await emu.send_slash("ghost")
+    inter = emu.interaction(iid)
+    route = discord.http.Route("POST", "/interactions/{i}/{t}/callback", i=iid, t=inter.token)
+    text_input = {"type": 1, "components": [{"type": 4, "custom_id": "p", "label": "P", "style": 1}]}
+    with pytest.raises(discord.HTTPException) as err:
+        await bot.http.request(route, json={"type": 9, "data": {
+            "custom_id": "m", "title": "T" * 46, "components": [text_input]}})
+    assert err.value.code == 50035 and "title" in emu.violations[-1].detail
+    await bot.http.request(route, json={"type": 9, "data": {
+        "custom_id": "m", "title": "Remix", "components": [text_input]}})
+    assert inter.initial_response == 9 and inter.modal["title"] == "Remix"
+
+
+async def test_rate_limits(discord_emulator: Emulator, bot: MiniBot) -> None:
+    import aiohttp
+
+    emu = discord_emulator
+    route = "/channels/{channel_id}/messages"
+    emu.set_rate_limit("POST", route, 2, 60.0)
+    url = f"{emu.api_base}/channels/{emu.mod_log.id}/messages"
+    headers = {"Authorization": f"Bot {emu.token}"}
+    async with aiohttp.ClientSession() as session:
+        statuses = []
+        for _ in range(3):
+            async with session.post(url, json={"content": "x"}, headers=headers) as resp:
+                statuses.append((resp.status, resp.headers.get("X-RateLimit-Remaining")))
+                body = await resp.json()
+    assert statuses == [(200, "1"), (200, "0"), (429, "0")]
+    assert body["retry_after"] > 59 and body["global"] is False
+
+    emu.set_rate_limit("POST", route, 2, 0.2)
+    channel = bot.get_channel(emu.general.id)
+    for i in range(4):  # discord.py reads the headers and waits on its own: no 429
+        await channel.send(str(i))
+    assert [m.content for m in emu.messages_in(emu.general)] == ["0", "1", "2", "3"]
+    assert [v.rule for v in emu.violations] == ["http-429-0"]  # only the raw client's

@@ -23,6 +23,7 @@ from .rules import (
     UNKNOWN_WEBHOOK,
     ApiError,
     check_message,
+    check_modal,
     unknown,
 )
 from .state import (
@@ -38,6 +39,7 @@ from .state import (
     Message,
     RecordedFile,
     RecordedRequest,
+    User,
     guess_content_type,
 )
 
@@ -48,11 +50,12 @@ Handler = Callable[..., Awaitable[Any]]
 API = "/api/v10"
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
+def json_response(body: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> web.Response:
     """discord.py parses JSON only when the content-type is exactly application/json."""
     if body is None:
-        return web.Response(status=204)
-    return web.Response(body=json.dumps(body).encode(), status=status,
+        return web.Response(status=204, headers=headers)
+    return web.Response(body=json.dumps(body).encode(), status=status, headers=headers,
                         content_type="application/json")
 
 
@@ -111,6 +114,7 @@ class Rest:
         record = RecordedRequest(method=request.method, path=path, route="?",
                                  query=dict(request.query), json=payload, files=files,
                                  at=self.emu.clock.now())
+        headers: dict[str, str] = {}
         try:
             for method, pattern, template, handler, auth in self.routes:
                 match = pattern.match(path)
@@ -118,6 +122,7 @@ class Rest:
                     record.route = template
                     if auth and request.headers.get("Authorization") != f"Bot {self.emu.token}":
                         raise ApiError(401, 0, "401: Unauthorized")
+                    headers = self.emu.rate_limits.check(method, template, match.groupdict())
                     body = await handler(record, **match.groupdict())
                     status = 204 if body is None else 200
                     break
@@ -125,13 +130,14 @@ class Rest:
                 raise ApiError(404, 0, "404: Not Found (route not emulated)")
         except ApiError as err:
             body, status = err.body(), err.status
+            headers = headers or err.headers
             self.emu._violate(f"http-{err.status}-{err.code}",
                               f"{request.method} {path}: {err.message} {err.errors or ''}",
                               record.interaction_id)
         record.status, record.response = status, body
         self.emu.requests.append(record)
         await self.emu._notify()
-        return json_response(body, status)
+        return json_response(body, status, headers)
 
     # -- helpers ----------------------------------------------------------------------------
     def _channel(self, channel_id: str) -> Channel:
@@ -161,6 +167,18 @@ class Rest:
         if not inter.acknowledged:
             raise unknown("Webhook", UNKNOWN_WEBHOOK)
         return inter
+
+    def _mentions(self, content: str, allowed: dict[str, Any] | None) -> list[User]:
+        """Who a message pings: the <@id> in its content that allowed_mentions lets through."""
+        ids = [int(m) for m in re.findall(r"<@!?(\d+)>", content)]
+        if allowed is not None and "users" not in (allowed.get("parse") or []):
+            permitted = {int(u) for u in allowed.get("users") or []}
+            ids = [i for i in ids if i in permitted]
+        seen: dict[int, User] = {}
+        for uid in ids:
+            if uid in self.world.users:
+                seen.setdefault(uid, self.world.users[uid])
+        return list(seen.values())
 
     def _upload_limit(self, channel_id: int) -> int:
         channel = self.world.channels.get(channel_id)
@@ -206,6 +224,13 @@ class Rest:
             interaction_id=interaction.id if interaction else None,
             webhook_id=self.world.application_id if interaction else None,
         )
+        if interaction is not None:
+            msg.interaction_meta = {
+                "id": str(interaction.id), "type": interaction.type,
+                "user": interaction.user.payload(),
+                "authorizing_integration_owners": {"0": str(interaction.guild_id)},
+            }
+        msg.mentions = self._mentions(msg.content, payload.get("allowed_mentions"))
         msg.attachments = self._attachments(payload, files, [], channel_id) or []
         await self.emu._add_message(msg)
         return msg
@@ -214,6 +239,7 @@ class Rest:
         check_message(payload, files, self._upload_limit(msg.channel_id))
         if "content" in payload:
             msg.content = payload["content"] or ""
+            msg.mentions = self._mentions(msg.content, payload.get("allowed_mentions"))
         if "embeds" in payload:
             msg.embeds = payload["embeds"] or []
         if "components" in payload:
@@ -341,6 +367,9 @@ class Rest:
                 await self._edit(msg, data, record.files)
             inter.original_message_id = msg.id
         elif kind == 9:
+            if inter.type == 5:
+                raise ApiError(400, 40043, "Interaction type does not support this response type")
+            check_modal(data)
             inter.modal = data
         elif kind not in (1, 8, 10, 12):
             raise ApiError(400, 50035, "Invalid Form Body",

@@ -17,6 +17,11 @@ MAX_PER_ROW = 5
 MAX_LABEL = 80
 MAX_CUSTOM_ID = 100
 MAX_REQUEST_BYTES = 25 * 1024 * 1024
+MAX_EMBEDS = 10
+MAX_EMBED_TOTAL = 6000
+EMBED_LIMITS = {"title": 256, "description": 4096}
+MAX_EMBED_FIELDS = 25
+MAX_MODAL_TITLE = 45
 
 
 class ApiError(Exception):
@@ -28,9 +33,11 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.errors = errors
+        self.extra: dict[str, Any] = {}
+        self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"message": self.message, "code": self.code}
+        out: dict[str, Any] = {"message": self.message, "code": self.code, **self.extra}
         if self.errors is not None:
             out["errors"] = self.errors
         return out
@@ -94,6 +101,10 @@ def check_message(payload: dict[str, Any], files: list[RecordedFile], upload_lim
     if isinstance(components, list):
         _check_components(components, fail)
 
+    embeds = payload.get("embeds")
+    if isinstance(embeds, list):
+        _check_embeds(embeds, fail)
+
     if errors:
         raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", errors)
 
@@ -132,3 +143,63 @@ def _check_components(components: list[dict[str, Any]], fail) -> None:
             fail(["components"], "COMPONENT_CUSTOM_ID_DUPLICATED",
                  f"Component custom id cannot be duplicated ({custom_id!r})")
         seen.add(custom_id)
+
+
+def _check_embeds(embeds: list[dict[str, Any]], fail) -> None:
+    if len(embeds) > MAX_EMBEDS:
+        fail(["embeds"], "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_EMBEDS} or fewer in length.")
+    total = 0
+    for e, embed in enumerate(embeds):
+        for key, limit in EMBED_LIMITS.items():
+            text = embed.get(key) or ""
+            total += len(text)
+            if len(text) > limit:
+                fail(["embeds", e, key], "BASE_TYPE_MAX_LENGTH", f"Must be {limit} or fewer in length.")
+        fields = embed.get("fields") or []
+        if len(fields) > MAX_EMBED_FIELDS:
+            fail(["embeds", e, "fields"], "BASE_TYPE_MAX_LENGTH",
+                 f"Must be {MAX_EMBED_FIELDS} or fewer in length.")
+        for f, fld in enumerate(fields):
+            for key, limit in (("name", 256), ("value", 1024)):
+                text = fld.get(key) or ""
+                total += len(text)
+                if not text or len(text) > limit:
+                    fail(["embeds", e, "fields", f, key], "BASE_TYPE_BAD_LENGTH",
+                         f"Must be between 1 and {limit} in length.")
+        footer = (embed.get("footer") or {}).get("text") or ""
+        author = (embed.get("author") or {}).get("name") or ""
+        total += len(footer) + len(author)
+        if len(footer) > 2048:
+            fail(["embeds", e, "footer", "text"], "BASE_TYPE_MAX_LENGTH", "Must be 2048 or fewer in length.")
+        if len(author) > 256:
+            fail(["embeds", e, "author", "name"], "BASE_TYPE_MAX_LENGTH", "Must be 256 or fewer in length.")
+    if total > MAX_EMBED_TOTAL:
+        fail(["embeds"], "BASE_TYPE_MAX_LENGTH",
+             f"Embed size exceeds maximum size of {MAX_EMBED_TOTAL}")
+
+
+def check_modal(data: dict[str, Any]) -> None:
+    """A modal (callback type 9): title 1-45, custom_id 1-100, 1-5 top-level components."""
+    errors: dict[str, Any] = {}
+
+    def fail(path: list[str | int], code: str, message: str) -> None:
+        _merge(errors, _field_error(path, code, message))
+
+    if not 1 <= len(data.get("title") or "") <= MAX_MODAL_TITLE:
+        fail(["data", "title"], "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_MODAL_TITLE} in length.")
+    if not 1 <= len(data.get("custom_id") or "") <= MAX_CUSTOM_ID:
+        fail(["data", "custom_id"], "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_CUSTOM_ID} in length.")
+    components = data.get("components") or []
+    if not 1 <= len(components) <= MAX_ROWS:
+        fail(["data", "components"], "BASE_TYPE_BAD_LENGTH", f"Must be between 1 and {MAX_ROWS} in length.")
+    for comp in iter_components(components):
+        if comp.get("type") == 4:
+            label = comp.get("label")
+            if isinstance(label, str) and len(label) > 45:
+                fail(["data", "components"], "BASE_TYPE_MAX_LENGTH", "Must be 45 or fewer in length.")
+            custom_id = comp.get("custom_id") or ""
+            if not 1 <= len(custom_id) <= MAX_CUSTOM_ID:
+                fail(["data", "components"], "BASE_TYPE_BAD_LENGTH",
+                     f"custom_id must be between 1 and {MAX_CUSTOM_ID} in length.")
+    if errors:
+        raise ApiError(400, INVALID_FORM_BODY, "Invalid Form Body", errors)

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from .commands import EmulatorUsageError, build_command_data
 from .gateway import GUILD_MESSAGE_REACTIONS, GUILD_MESSAGES, Gateway
+from .ratelimits import RateLimiter
 from .rest import API, Rest
 from .state import (
     DEFAULT_UPLOAD_LIMIT,
@@ -63,6 +64,7 @@ class Emulator:
         self._violations: list[Violation] = []
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
+        self.rate_limits = RateLimiter(self.clock)
         self.gateway = Gateway(self, heartbeat_interval_ms=heartbeat_interval_ms)
         self.rest = Rest(self)
         self._changed: asyncio.Condition | None = None
@@ -142,6 +144,11 @@ class Emulator:
         """The bot's DM channel with `user` (messages_in(emu.dm_channel(u)) reads the DMs)."""
         return self.world.dm_channel(user)
 
+    def set_rate_limit(self, method: str, route: str, limit: int, per_seconds: float) -> None:
+        """Limit a route template (e.g. "PATCH", "/channels/{channel_id}/messages/{message_id}")
+        per channel/guild/token, answering with X-RateLimit-* headers and 429s like Discord."""
+        self.rate_limits.set(method, route, limit, per_seconds)
+
     def find_command(self, name: str, guild_id: int | None = None) -> dict[str, Any] | None:
         """A synced command by name: guild commands first, then global ones."""
         for cmd in self.guild_commands.get(guild_id, []) if guild_id else []:
@@ -183,9 +190,12 @@ class Emulator:
                 except TimeoutError:
                     pass
 
-    async def wait_until_connected(self, timeout: float = 30.0) -> None:
-        """Until a bot session identified and was sent its guilds."""
-        await self.wait_for(lambda: self.gateway.live_sessions, timeout, "a gateway session")
+    async def wait_until_connected(self, timeout: float = 30.0, *, identifies: int = 1) -> None:
+        """Until a bot session is live and `identifies` IDENTIFYs happened in all (pass 2 to
+        wait for a restarted bot); READY and GUILD_CREATE are sent before this returns."""
+        await self.wait_for(
+            lambda: self.gateway.live_sessions and self.gateway.identify_count >= identifies,
+            timeout, f"{identifies} gateway IDENTIFY(s) and a live session")
 
     async def wait_for_response(self, interaction_id: int, timeout: float = 30.0) -> Interaction:
         """Until the interaction got its initial callback (defer, message, modal...)."""
@@ -262,6 +272,8 @@ class Emulator:
                     values: list[str] | None = None) -> int:
         """A user presses a button (or picks `values` in a select) on a message."""
         msg = self.store[message if isinstance(message, int) else message.id]
+        if msg.deleted:
+            raise EmulatorUsageError(f"message {msg.id} was deleted; nobody can click on it")
         comp = next((c for c in _leaves(msg.components) if c.get("custom_id") == custom_id), None)
         if comp is None:
             raise EmulatorUsageError(

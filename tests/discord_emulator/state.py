@@ -242,6 +242,8 @@ class Message:
     webhook_id: int | None = None
     reactions: dict[str, set[int]] = field(default_factory=dict)
     edit_times: list[float] = field(default_factory=list)  # emulator clock, one per edit
+    mentions: list[User] = field(default_factory=list)  # users this message really pings
+    interaction_meta: dict[str, Any] | None = None
 
     @property
     def ephemeral(self) -> bool:
@@ -267,7 +269,7 @@ class Message:
             "edited_timestamp": clock.iso(self.edited_at) if self.edited_at else None,
             "tts": False,
             "mention_everyone": False,
-            "mentions": [],
+            "mentions": [u.payload() for u in self.mentions],
             "mention_roles": [],
             "attachments": [a.payload() for a in self.attachments],
             "embeds": self.embeds,
@@ -284,6 +286,8 @@ class Message:
         }
         if self.guild_id is not None:
             out["guild_id"] = str(self.guild_id)
+        if self.interaction_meta is not None:
+            out["interaction_metadata"] = self.interaction_meta
         if self.webhook_id is not None:
             out["webhook_id"] = str(self.webhook_id)
             out["application_id"] = str(self.webhook_id)
