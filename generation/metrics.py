@@ -13,13 +13,14 @@ exposed beyond the machine unless the admin asks for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import TraceConfig, web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -200,7 +201,13 @@ class Health:
         self.require_gateway = require_gateway
         self._clock = clock
         self._lock = threading.Lock()
+        self._has_work: Callable[[], bool] | None = None
         self.reset()
+
+    def watch_work(self, has_work: Callable[[], bool] | None) -> None:
+        """Ask ``has_work()`` (on the event loop) whether the worker has jobs, instead of
+        relying on ``busy=`` flags. ``watch_worker`` sets this to the worker's queue."""
+        self._has_work = has_work
 
     def reset(self) -> None:
         with self._lock:
@@ -243,6 +250,8 @@ class Health:
         with self._lock:
             age = None if self._last_beat is None else self._clock() - self._last_beat
             gateway, worker, busy = self._gateway, self._worker, self._busy
+        if self._has_work is not None and worker == "alive":
+            busy = bool(self._has_work())
         problems = []
         if self.require_gateway and gateway != "connected":
             problems.append(f"Discord gateway {gateway}")
@@ -267,8 +276,82 @@ class Health:
 health = Health()
 
 
+class _WorkerWatch:
+    """Turns the worker's job events into metrics; see ``watch_worker``."""
+
+    def __init__(self) -> None:
+        self.scheduler: Any = None
+        self.started_at = 0.0
+
+    def queue_lengths(self) -> dict[int | None, int]:
+        counts: dict[int | None, int] = {}
+        for entry in self.scheduler.order():
+            counts[entry.guild_id] = counts.get(entry.guild_id, 0) + 1
+        return counts
+
+    def observe(self, method: str, job: Any, *rest: Any) -> None:
+        if method in ("on_started", "on_progress"):
+            health.worker_beat()
+            if method == "on_started" and job.started_at and job.created_at:
+                JOB_WAIT_SECONDS.observe(max(0.0, job.started_at - job.created_at))
+            return
+        if method not in ("on_done", "on_failed"):
+            return
+        health.worker_beat()
+        if job.finished_at and job.finished_at < self.started_at:
+            return  # finished before this process started: replayed for delivery, not new work
+        status = getattr(job.status, "value", job.status)
+        JOBS_FINISHED.labels(status=str(status)).inc()
+        if job.started_at and job.finished_at:
+            JOB_RUN_SECONDS.observe(max(0.0, job.finished_at - job.started_at))
+        if method == "on_done":
+            IMAGES_MADE.inc(len(rest[0]) if rest else 0)
+        elif status == "failed":
+            reason = str(rest[0]) if rest else ""
+            WORKER_ERRORS.labels(kind="oom" if "out of memory" in reason else "error").inc()
+
+
+_watch = _WorkerWatch()
+
+
+def watch_worker(worker: Any) -> None:
+    """Called by ``Worker.start()``: health follows the worker, the queue gauge its scheduler."""
+    _watch.scheduler = worker.scheduler
+    _watch.started_at = time.time()
+    scheduler = worker.scheduler
+    health.watch_work(lambda: len(scheduler) > 0 or bool(scheduler.running))
+    health.worker_started()
+
+
+def observe_job_event(method: str, job: Any, *rest: Any) -> None:
+    """Called by the worker for every listener event (``on_started``, ``on_done``, ...)."""
+    try:
+        _watch.observe(method, job, *rest)
+    except Exception:  # metrics must never break the queue
+        logging.getLogger(__name__).exception("metrics: cannot record %s", method)
+
+
+def discord_http_trace() -> TraceConfig:
+    """An aiohttp trace for discord.py (``discord.Client(http_trace=...)``) that counts failed
+    Discord API calls by status, so the bot needs no bookkeeping of its own."""
+    trace = TraceConfig()
+
+    async def on_end(session: Any, ctx: Any, params: Any) -> None:
+        if params.response.status >= 400:
+            record_discord_error(params.response.status)
+
+    async def on_exception(session: Any, ctx: Any, params: Any) -> None:
+        record_discord_error(None)
+
+    trace.on_request_end.append(on_end)
+    trace.on_request_exception.append(on_exception)
+    return trace
+
+
 def render_metrics(registry: CollectorRegistry = REGISTRY) -> bytes:
-    """The Prometheus text exposition of ``registry``."""
+    """The Prometheus text exposition of ``registry`` (call on the event loop)."""
+    if _watch.scheduler is not None and registry is REGISTRY:
+        set_queue_lengths(_watch.queue_lengths())
     return generate_latest(registry)
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from generation import metrics
 from generation.config import Settings
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.eta import CostModel, Estimate, EtaEstimator
@@ -197,6 +198,7 @@ class Worker:
     async def start(self) -> Recovery:
         """Recover from the store, then serve. Returns what was recovered."""
         self._loop = asyncio.get_running_loop()
+        metrics.watch_worker(self)  # health + queue gauge follow this worker
         saved = await self.store.get_value(COST_MODEL_KEY)
         if saved:
             with contextlib.suppress(ValueError):
@@ -253,6 +255,7 @@ class Worker:
         self._tasks = []
         for pool in (self._gpu, self._prep, self._post):
             pool.shutdown(wait=True)
+        metrics.health.worker_stopped()
 
     async def join(self) -> None:
         """Wait until the queue is empty and every picked job has been reported."""
@@ -450,7 +453,8 @@ class Worker:
         self._gpu_started = time.monotonic()
         self._gpu_batch_cost = sum(w.entry.cost for w in works)
         try:
-            outcome = await self._run_in(self._gpu, self._generate_blocking, works)
+            with metrics.gpu_busy():
+                outcome = await self._run_in(self._gpu, self._generate_blocking, works)
         finally:
             for work in works:
                 self._generating.pop(work.job.id, None)
@@ -661,6 +665,7 @@ class Worker:
         task.add_done_callback(self._listener_tasks.discard)
 
     async def _call_listener(self, method: str, *args: Any) -> None:
+        metrics.observe_job_event(method, *args)
         try:
             await getattr(self.listener, method)(*args)
         except Exception:  # noqa: BLE001 - a Discord hiccup must not stop the queue

@@ -182,3 +182,85 @@ async def test_port_in_use_is_a_clear_error(server):
         UserInputError, match=r"cannot serve metrics on 127\.0\.0\.1:\d+.*metrics_port"
     ):
         await MetricsServer("127.0.0.1", server.port).start()
+
+
+# --- the real worker on the tiny model --------------------------------------------------------
+
+
+class Events:
+    """A listener that remembers the order of events (the bot's listener in production)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def on_queued(self, job, estimate) -> None:
+        self.seen.append("queued")
+
+    async def on_started(self, job) -> None:
+        self.seen.append("started")
+
+    async def on_progress(self, job, event) -> None:
+        self.seen.append("progress")
+
+    async def on_done(self, job, images) -> None:
+        self.seen.append("done")
+
+    async def on_failed(self, job, reason) -> None:
+        self.seen.append("failed")
+
+
+async def test_scrape_while_worker_runs_tiny_jobs(tmp_path, tiny_engine, tiny_settings):
+    from generation.request import GenerationRequest
+    from generation.store import Store
+    from generation.worker import Worker
+
+    settings = tiny_settings.model_copy(update={"data_dir": tmp_path})
+    store = await Store.open(settings.db_path)
+    metrics.health.reset()
+    server = await MetricsServer("127.0.0.1", 0, health=metrics.health).start()
+    worker = Worker(store, tiny_engine, settings, listener=(events := Events()))
+    try:
+        _, _, before = await get(server.url + "/metrics")
+        # One user, so one job runs at a time (running cap) and the rest visibly wait.
+        jobs = [
+            await worker.submit(
+                GenerationRequest(f"a red fox {i}", seed=i, count=1, steps=2),
+                user_id=10,
+                guild_id=77,
+            )
+            for i in range(3)
+        ]
+        await worker.start()
+        metrics.health.set_gateway(True)  # the bot does this when the gateway is up
+        _, _, during = await get(server.url + "/metrics")
+        await worker.join()
+        assert sample(during, "imagine_queue_length", {"guild": "77"}) >= 1
+
+        status, _, after = await get(server.url + "/metrics")
+        assert status == 200
+        statuses = [(await store.get_job(j.id)).status.value for j in jobs]
+        assert statuses == ["done"] * 3, events.seen
+
+        def delta(name: str, labels: dict[str, str] | None = None) -> float:
+            return (sample(after, name, labels) or 0.0) - (sample(before, name, labels) or 0.0)
+
+        assert delta("imagine_images_made_total") == 3
+        assert delta("imagine_jobs_finished_total", {"status": "done"}) == 3
+        assert delta("imagine_job_wait_seconds_count") == 3
+        assert delta("imagine_job_run_seconds_count") == 3
+        assert delta("imagine_gpu_busy_seconds_total") > 0
+        assert 0 < sample(after, "imagine_gpu_busy_fraction") <= 1
+        assert sample(after, "imagine_worker_heartbeat_timestamp_seconds") > 0
+        assert sample(after, "imagine_queue_length", {"guild": "77"}) is None  # queue drained
+        assert "progress" in events.seen  # the bot's listener still hears everything
+
+        status, _, body = await get(server.url + "/healthz")
+        assert status == 200, body
+        assert '"worker": "alive"' in body and '"worker_busy": false' in body
+    finally:
+        await worker.stop()
+        status, _, body = await get(server.url + "/healthz")
+        await server.stop()
+        await store.close()
+        metrics.health.reset()
+    assert status == 503 and '"worker": "stopped"' in body
