@@ -264,3 +264,42 @@ async def test_scrape_while_worker_runs_tiny_jobs(tmp_path, tiny_engine, tiny_se
         await store.close()
         metrics.health.reset()
     assert status == 503 and '"worker": "stopped"' in body
+
+
+# --- Discord API errors, counted from discord.py's own HTTP session ----------------------------
+
+
+async def test_discord_http_trace_counts_failed_api_calls(discord_emulator):
+    import discord
+
+    def value(status: str) -> float:
+        labels = {"status": status}
+        return metrics.REGISTRY.get_sample_value("imagine_discord_api_errors_total", labels) or 0.0
+
+    before = value("401")
+    client = discord.Client(intents=discord.Intents.none(), http_trace=metrics.discord_http_trace())
+    try:
+        with pytest.raises(discord.LoginFailure):
+            await client.login("wrong-token")
+    finally:
+        await client.close()
+    assert value("401") == before + 1
+
+
+async def test_discord_http_trace_counts_network_failures():
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/api/v10/users/@me"
+    before = (
+        metrics.REGISTRY.get_sample_value("imagine_discord_api_errors_total", {"status": "network"})
+        or 0.0
+    )
+    async with aiohttp.ClientSession(trace_configs=[metrics.discord_http_trace()]) as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(dead)
+    after = metrics.REGISTRY.get_sample_value(
+        "imagine_discord_api_errors_total", {"status": "network"}
+    )
+    assert after == before + 1
