@@ -60,7 +60,9 @@ def test_each_obfuscation_kind_is_blocked(prompt: str) -> None:
     "prompt",
     ["cocktail", "shuttlecock", "Scunthorpe", "breaststroke", "assassin", "Sussex",
      "Middlesex and Essex", "a therapist", "grapes", "Dickens", "Titan", "cumin",
-     "pussy willow", "summa cum laude", "nude lipstick", "naked mole rat", "the naked eye"],
+     "pussy willow", "summa cum laude", "nude lipstick", "naked mole rat", "the naked eye",
+     "a chink in the armor", "a gore-tex jacket", "a horny toad", "kinky curly hair",
+     "a teddy bear torn apart by a dog", "a sexy woman in a baby blue dress", "an ice cube"],
 )
 def test_innocent_words_containing_a_bad_substring_pass(prompt: str) -> None:
     d = check_prompt(f"a photo of {prompt}", DEFAULT)
@@ -150,6 +152,13 @@ def test_custom_regexes_block() -> None:
     policy = make_policy(banned_regexes=[r"\bclown(s|ing)?\b"])
     d = check_prompt("three clowns", policy)
     assert d.action == "block" and any("regex" in e for e in d.evidence)
+
+
+def test_a_backtracking_regex_times_out_and_fails_closed() -> None:
+    # (a|aa)+$ passes validation (no nested quantifier) but backtracks exponentially.
+    policy = make_policy(banned_regexes=["(a|aa)+$"])
+    d = check_prompt("a" * 60 + "b", policy)
+    assert d.action == "block" and "timed out" in d.evidence[0]
 
 
 def test_allowlist_overrides_custom_bans_and_word_lists_but_never_minors() -> None:
