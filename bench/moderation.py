@@ -85,6 +85,14 @@ def main() -> None:
     print(f"ratio PNG-bytes / array         {ratio:.2f}x")
 
     print("\n== labelled set: default policy, channel as labelled ==")
+    for title, subset in (
+        ("first batch (the gate was developed against it)", [r for r in rows if not r.heldout]),
+        ("hard batch (written later, held out at first)", [r for r in rows if r.heldout]),
+    ):
+        part = evaluate(subset, policy)
+        print(f"-- {title}: {len(subset)} prompts: block recall {part.block_recall:.1%}, "
+              f"false blocks {part.false_block_rate:.1%}")
+    print("-- all prompts:")
     result = evaluate(rows, policy)
     print("\n".join(result.lines()))
     for row, why in result.misses:

@@ -25,10 +25,11 @@ LEET = str.maketrans(
      "9": "g", "@": "a", "$": "s", "!": "i", "|": "l", "+": "t", "€": "e", "£": "l", "¢": "c"}
 )
 _LEET_SYMBOLS = frozenset("€£¢")
-LEET_ALT = str.maketrans({"1": "l", "!": "l", "|": "i"})
+LEET_ALT = str.maketrans({"1": "l", "!": "l", "|": "i", "v": "u"})  # "nvde"
 
 _PIECE = re.compile(r"[a-z0-9]+")
 _HAS_LETTER = re.compile(r"[a-z]")
+_MASKED = re.compile(r"[a-z]+\*+[a-z*]*[a-z]")  # letters on both sides of the stars
 _REPEATS = re.compile(r"([a-z])\1{2,}")  # "nuuuude" -> "nude"
 MIN_JOINED_RUN = 3  # "n u d e": runs of at least this many single letters are joined
 
@@ -195,6 +196,7 @@ class TermMatcher:
                 self._phrases.setdefault(key, (label, " ".join(key)))
         self._max_len = max((len(k) for k in self._phrases), default=0)
         self._first = frozenset(k[0] for k in self._phrases)  # most tokens start no phrase
+        self._single = [k[0] for k in self._phrases if len(k) == 1]
 
     def __len__(self) -> int:
         return len(self._phrases)
@@ -222,7 +224,26 @@ class TermMatcher:
                         found[(term, first, last)] = Match(
                             label, term, text.source(first, last), first, last
                         )
+        for match in self._find_masked(text):
+            found.setdefault((match.term, match.first_word, match.last_word), match)
         return _drop_nested(list(found.values()))
+
+    def _find_masked(self, text: NormalizedText) -> list[Match]:
+        """Words with letters hidden by "*" ("n*de", "p**n") match a listed word of that length."""
+        out = []
+        for index, word in enumerate(text.words):
+            if "*" not in word:
+                continue
+            for masked in _MASKED.findall(fold(word)):
+                kept = len(masked) - masked.count("*")
+                if kept < 2 or kept * 2 < len(masked):  # "s**" or "f***" could be anything
+                    continue
+                pattern = re.compile(masked.replace("*", "[a-z]"))
+                for term in self._single:
+                    if len(term) == len(masked) and pattern.fullmatch(term):
+                        label = self._phrases[(term,)][0]
+                        out.append(Match(label, term, text.source(index, index), index, index))
+        return out
 
 
 def _drop_nested(matches: list[Match]) -> list[Match]:

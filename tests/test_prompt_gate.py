@@ -48,6 +48,9 @@ def test_sexual_content_is_blocked_outside_age_restricted_channels(prompt: str) 
         "s3x scene",  # leetspeak digits
         "$ex on the beach",  # leetspeak symbols
         "nuuuude woman",  # stretched
+        "n*de woman",  # letters masked with stars
+        "nvde woman",  # v for u
+        "mujer desnuda",  # another language
     ],
 )
 def test_each_obfuscation_kind_is_blocked(prompt: str) -> None:
@@ -77,6 +80,12 @@ def test_innocent_words_containing_a_bad_substring_pass(prompt: str) -> None:
 def test_graphic_gore_is_blocked(prompt: str) -> None:
     d = check_prompt(prompt, DEFAULT)
     assert d.action == "block" and "gore" in d.categories
+
+
+def test_star_masks_need_enough_letters_to_be_read() -> None:
+    assert action("s** scene") == "allow"  # could be anything
+    assert action("**bold** text about a cat") == "allow"
+    assert action("2 * 3 = 6, chalkboard photo") == "allow"
 
 
 def test_everyday_and_anonymous_photorealistic_prompts_pass() -> None:
