@@ -89,7 +89,8 @@ class PromptModal(discord.ui.Modal, title="Remix"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         self.bot.remixes.append(self.prompt.value)
-        await interaction.response.send_message(f"remixing {self.prompt.value}")
+        await interaction.response.send_message(
+            f"remixing {self.prompt.value}", file=discord.File(_bytes_io(PNG_1PX), "remix.png"))
 
 
 class MiniBot(discord.Client):
@@ -240,6 +241,7 @@ async def test_modal_submit(discord_emulator: Emulator, bot: MiniBot) -> None:
     submit = await emu.submit_modal(opener, {"remix:prompt": "a dog"})
     msg = await emu.wait_for(lambda: emu.original_message(submit))
     assert msg.content == "remixing a dog" and bot.remixes == ["a dog"]
+    assert msg.attachments[0].data == PNG_1PX  # type 4 callback as multipart
 
 
 async def test_reaction_reaches_the_bot(discord_emulator: Emulator, bot: MiniBot) -> None:
@@ -356,6 +358,21 @@ async def test_gateway_resume_after_drop(discord_emulator: Emulator, bot: MiniBo
     await emu.wait_for(lambda: session.resumes == 1 and session.connected, what="RESUME")
     assert emu.gateway.identify_count == 1
     iid = await emu.send_slash("draw", {"prompt": "after resume"})
+    await emu.wait_for_response(iid)
+
+
+async def test_unknown_session_forces_a_fresh_identify(discord_emulator: Emulator,
+                                                       bot: MiniBot) -> None:
+    emu = discord_emulator
+    await emu.invalidate_sessions()
+    await emu.wait_until_connected(identifies=2)
+    iid = await emu.send_slash("draw", {"prompt": "after identify"})
+    await emu.wait_for_response(iid)
+
+    await emu.reconnect_gateway()  # op 7: the client will try to RESUME...
+    emu.gateway.sessions.clear()  # ...a session Discord forgot: op 9, then IDENTIFY
+    await emu.wait_until_connected(identifies=3)
+    iid = await emu.send_slash("draw", {"prompt": "after another identify"})
     await emu.wait_for_response(iid)
 
 

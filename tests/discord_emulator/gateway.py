@@ -181,6 +181,12 @@ class Gateway:
         for session in self.live_sessions:
             await self._send(session.ws, {"op": RECONNECT, "d": None, "s": None, "t": None})
 
+    async def invalidate_all(self) -> None:
+        """Op 9 (not resumable) to every live session, which is then forgotten."""
+        for session in self.live_sessions:
+            await self._send(session.ws, {"op": INVALID_SESSION, "d": False, "s": None, "t": None})
+        self.sessions.clear()
+
     async def drop_all(self, code: int = 4000) -> None:
         """Cut every socket, as a network blip would; discord.py should RESUME."""
         for ws in list(self._sockets):

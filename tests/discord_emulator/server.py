@@ -333,6 +333,10 @@ class Emulator:
         """Discord's op 7: the client reconnects and RESUMEs."""
         await self.gateway.reconnect_all()
 
+    async def invalidate_sessions(self) -> None:
+        """Discord's op 9 (d=false): the client must IDENTIFY afresh (a new READY)."""
+        await self.gateway.invalidate_all()
+
     async def drop_gateway(self) -> None:
         """Cut the socket like a network blip; the client reconnects and RESUMEs."""
         await self.gateway.drop_all()
