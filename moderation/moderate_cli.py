@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("prompt", nargs="?", help="the prompt to check")
     p.add_argument("--image", metavar="FILE", help="an image to check (as generated output)")
+    p.add_argument(
+        "--as-init", action="store_true",
+        help="check --image as an uploaded init image for PROMPT (before generation)",
+    )
     p.add_argument("--nsfw-channel", action="store_true", help="as in an age-restricted channel")
     p.add_argument(
         "--policy", choices=("strict", "balanced", "off"), default=None,
@@ -51,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         changes["nsfw_mode"] = args.nsfw_mode
     policy = make_policy(Policy.default(settings), **changes)
 
+    if args.as_init and (args.image is None or args.prompt is None):
+        raise UserInputError("--as-init needs both a PROMPT and --image FILE")
     decisions = []
     scan = None
     if args.image is not None:
@@ -60,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
         scan = scan_image(load_image(args.image, what="image to check"))
         decisions.append(check_image(scan, policy, nsfw_channel=args.nsfw_channel))
     if args.prompt is not None:
+        from moderation.deepfake import assess, decide
         from moderation.prompt_gate import check_prompt
 
         decisions.append(check_prompt(args.prompt, policy, nsfw_channel=args.nsfw_channel))
         if scan is not None:
-            from moderation.deepfake import check_output
-
-            decisions.append(check_output(args.prompt, scan, policy))
+            # The same scan serves both stages: faces in an upload or in a generated image.
+            faces = len(scan.faces(policy.face_threshold))
+            counts = {"init_faces": faces} if args.as_init else {"output_faces": faces}
+            decisions.append(decide(assess(args.prompt, policy, **counts), policy))
     decision = combine(*decisions)
 
     if args.json:

@@ -67,6 +67,15 @@ def test_image_check(capsys, astronaut_png: str) -> None:
     assert code == 1 and "realistic face" in out
 
 
+def test_init_image_check(capsys, astronaut_png: str) -> None:
+    code, out, _ = run(capsys, "make her undressed", "--image", astronaut_png, "--as-init",
+                       "--nsfw-channel", "--nsfw-mode", "allow")
+    assert code == 1 and "uploaded photo of a real face" in out
+    assert run(capsys, "make her smile", "--image", astronaut_png, "--as-init")[0] == 0
+    code, _, err = run(capsys, "--image", astronaut_png, "--as-init")
+    assert code == 2 and "--as-init needs both" in err
+
+
 def test_bad_images_exit_2_with_a_clear_message(capsys, tmp_path, astronaut_png: str) -> None:
     text = tmp_path / "notes.png"
     text.write_text("not an image")

@@ -211,10 +211,16 @@ def test_non_text_prompt_is_a_user_error() -> None:
         check_prompt(None, DEFAULT)  # type: ignore[arg-type]
 
 
+BUSY_POLICY = make_policy(
+    banned_terms=["clown", "pine*apple"], banned_regexes=[r"\bfoo+\b"], allowlist=["clown fish"],
+    public_figures=["Jane Doe"], nsfw_mode="spoiler",
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=300))
-def test_check_prompt_never_raises(text: str) -> None:
-    d = check_prompt(text, DEFAULT)
+@given(st.text(max_size=300), st.booleans(), st.sampled_from([DEFAULT, BUSY_POLICY]))
+def test_check_prompt_never_raises(text: str, nsfw: bool, policy: Policy) -> None:
+    d = check_prompt(text, policy, nsfw_channel=nsfw)
     assert d.action in ("allow", "block", "spoiler")
     assert d.reason
 
