@@ -455,3 +455,42 @@ async def test_rate_limits(discord_emulator: Emulator, bot: MiniBot) -> None:
         await channel.send(str(i))
     assert [m.content for m in emu.messages_in(emu.general)] == ["0", "1", "2", "3"]
     assert [v.rule for v in emu.violations] == ["http-429-0"]  # only the raw client's
+
+
+async def test_guild_upload_limit_reaches_the_bot(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    emu.guild.attachment_size_limit = 50 << 20  # a boosted server
+    iid = await emu.send_slash("big", {"megabytes": 11})
+    assert emu.interaction(iid).payload["attachment_size_limit"] == 50 << 20
+    msg = await emu.wait_for(lambda: (m := emu.original_message(iid)) and m.attachments and m)
+    assert msg.attachments[0].size == 11 << 20 and bot.errors == []
+
+
+def test_file_count_and_request_size_rules() -> None:
+    from tests.discord_emulator.rules import ApiError, check_message
+    from tests.discord_emulator.state import RecordedFile
+
+    def files(n: int, size: int = 1) -> list[RecordedFile]:
+        return [RecordedFile(f"files[{i}]", f"{i}.png", "image/png", b"\0" * size)
+                for i in range(n)]
+
+    check_message({}, files(10), 10 << 20)
+    with pytest.raises(ApiError) as err:
+        check_message({}, files(11), 10 << 20)
+    assert (err.value.status, err.value.code) == (400, 50035) and "files" in err.value.errors
+    with pytest.raises(ApiError) as err:  # each file fits, the request (25 MiB cap) does not
+        check_message({}, files(3, 9 << 20), 50 << 20)
+    assert (err.value.status, err.value.code) == (413, 40005)
+
+
+async def test_ephemeral_messages_are_not_reachable_through_the_channel(
+        discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    sent = await bot.get_channel(emu.general.id).send("x", view=AgainButton(bot))
+    iid = await emu.click(sent.id, "again:1")
+    reply = await emu.wait_for(lambda: emu.original_message(iid))
+    assert reply.ephemeral
+    assert [m.id for m in emu.messages_in(emu.general, include_ephemeral=False)] == [sent.id]
+    with pytest.raises(discord.NotFound):
+        await bot.get_channel(emu.general.id).fetch_message(reply.id)
+    assert "GET /channels/{channel_id}/messages/{message_id} -> 404" in emu.transcript()

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 DISPATCH, HEARTBEAT, IDENTIFY, PRESENCE, RESUME, RECONNECT = 0, 1, 2, 3, 6, 7
 REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 8, 9, 10, 11
 
+GUILDS = 1 << 0
 GUILD_MESSAGES = 1 << 9
 GUILD_MESSAGE_REACTIONS = 1 << 10
 
@@ -122,8 +123,9 @@ class Gateway:
         if session.shard is not None:
             ready["shard"] = session.shard
         await self._dispatch_to(session, "READY", ready)
-        for guild in world.guilds.values():
-            await self._dispatch_to(session, "GUILD_CREATE", world.guild_payload(guild))
+        if session.intents & GUILDS:  # without it Discord leaves the guilds unavailable
+            for guild in world.guilds.values():
+                await self._dispatch_to(session, "GUILD_CREATE", world.guild_payload(guild))
         await self.emu._notify()
         return session
 

@@ -147,8 +147,11 @@ class Rest:
         return channel
 
     def _message(self, message_id: str, channel_id: int | None = None) -> Message:
+        """A live message; through a channel route (channel_id given) ephemeral ones are
+        invisible, as they are on Discord: only the interaction token reaches them."""
         msg = self.emu.store.get(int(message_id)) if message_id.isdigit() else None
-        if msg is None or msg.deleted or (channel_id is not None and msg.channel_id != channel_id):
+        if msg is None or msg.deleted or (channel_id is not None and (
+                msg.channel_id != channel_id or msg.ephemeral)):
             raise unknown("Message", UNKNOWN_MESSAGE)
         return msg
 
@@ -458,10 +461,7 @@ class Rest:
 
     async def get_message(self, record: RecordedRequest, channel_id: str, message_id: str) -> Any:
         channel = self._channel(channel_id)
-        msg = self._message(message_id, channel.id)
-        if msg.ephemeral:
-            raise unknown("Message", UNKNOWN_MESSAGE)
-        return msg.payload(self.emu.clock)
+        return self._message(message_id, channel.id).payload(self.emu.clock)
 
     async def edit_message(self, record: RecordedRequest, channel_id: str, message_id: str) -> Any:
         channel = self._channel(channel_id)

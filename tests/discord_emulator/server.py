@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .commands import EmulatorUsageError, build_command_data
-from .gateway import GUILD_MESSAGE_REACTIONS, GUILD_MESSAGES, Gateway
+from .gateway import GUILD_MESSAGE_REACTIONS, GUILD_MESSAGES, GUILDS, Gateway
 from .ratelimits import RateLimiter
 from .rest import API, Rest
 from .state import (
@@ -138,7 +138,7 @@ class Emulator:
         following up there answers 404 Unknown Channel (10003)."""
         channel = self._channel(channel)
         channel.deleted = True
-        await self.gateway.dispatch("CHANNEL_DELETE", channel.payload())
+        await self.gateway.dispatch("CHANNEL_DELETE", channel.payload(), intent=GUILDS)
 
     def dm_channel(self, user: User) -> Channel:
         """The bot's DM channel with `user` (messages_in(emu.dm_channel(u)) reads the DMs)."""
@@ -240,6 +240,16 @@ class Emulator:
     def requests_to(self, method: str, route: str) -> list[RecordedRequest]:
         """Requests by route template, e.g. requests_to("POST", "/channels/{channel_id}/messages")."""
         return [r for r in self.requests if r.method == method and r.route == route]
+
+    def transcript(self, last: int = 50) -> str:
+        """The last requests and their answers, one a line: paste it into a failing assert."""
+        lines = []
+        for r in self.requests[-last:]:
+            body = r.json if r.json is not None else ""
+            files = f" files={[f'{f.filename}:{len(f.data)}B' for f in r.files]}" if r.files else ""
+            lines.append(f"{r.at - self.clock._wall_start:8.3f}s {r.method} {r.route} "
+                         f"-> {r.status} {str(body)[:160]}{files}")
+        return "\n".join(lines)
 
     @property
     def violations(self) -> list[Violation]:
