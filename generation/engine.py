@@ -102,17 +102,19 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
     return grid
 
 
-def latents_preview(latents: torch.Tensor) -> Image.Image:
-    """A cheap RGB preview of one latent (C, H, W) via a fixed linear map, no VAE."""
+def latents_preview(latents: torch.Tensor, size: tuple[int, int] | None = None) -> Image.Image:
+    """A cheap RGB preview of one latent (C, H, W) via a fixed linear map, no VAE.
+
+    ``size`` (width, height) scales it to the final image size so it can replace the image in place.
+    """
     lat = latents.detach().float().cpu()
-    if lat.shape[0] != _LATENT_RGB.shape[0]:
-        lat = lat[:3] if lat.shape[0] >= 3 else lat.repeat(3, 1, 1)[:3]
-        rgb = lat.permute(1, 2, 0)
-    else:
+    if lat.shape[0] == _LATENT_RGB.shape[0]:
         rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB)
+    else:  # other latent spaces: show the first channels as they are
+        rgb = lat.repeat(3, 1, 1)[:3].permute(1, 2, 0)
     arr = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
     img = Image.fromarray(np.ascontiguousarray(arr), "RGB")
-    return img.resize((img.width * 8, img.height * 8), Image.Resampling.NEAREST)
+    return img.resize(size, Image.Resampling.BILINEAR) if size else img
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -280,20 +282,23 @@ class Engine:
         first_of = {pos: owners.index(pos) for pos in range(len(batch))}
 
         def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            if should_cancel is not None and should_cancel():
-                raise JobCancelled("cancelled")
+            # Report first, then poll: a cancel pressed while the step ran stops before the next.
             if progress is not None:
                 total = int(getattr(pipe, "num_timesteps", 0) or first.steps)
                 latents = kwargs.get("latents")
                 for pos, index in enumerate(indices):
                     preview = (
-                        latents_preview(latents[first_of[pos]]) if latents is not None else None
+                        latents_preview(latents[first_of[pos]], (first.width, first.height))
+                        if latents is not None
+                        else None
                     )
                     progress(
                         ProgressEvent(
                             step=step + 1, total=total, preview=preview, request_index=index
                         )
                     )
+            if should_cancel is not None and should_cancel():
+                raise JobCancelled("cancelled")
             return kwargs
 
         if should_cancel is not None and should_cancel():

@@ -1,0 +1,284 @@
+"""The engine on the real diffusers pipeline (``tiny`` random model, CPU)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generation.engine import Engine, GenerationResult
+from generation.errors import JobCancelled, OutOfMemory, UserInputError
+from generation.request import SCHEDULERS, GenerationRequest
+
+
+def pixels(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.int16)
+
+
+def same(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and np.array_equal(pixels(a), pixels(b))
+
+
+def batch_equal(a: Image.Image, b: Image.Image) -> bool:
+    """Equal up to float rounding across batch sizes.
+
+    On CPU, oneDNN convolutions and small-batch GEMMs (the UNet's time embedding) sum in a
+    batch-size-dependent order, so latents differ by ~1e-6 between batch 1 and batch 4; after
+    rounding to 8-bit, a handful of pixels land one level apart. Anything more is a real bug
+    (wrong seed, prompt or negative prompt paired with an image) and changes most pixels a lot.
+    """
+    diff = np.abs(pixels(a) - pixels(b))
+    return a.size == b.size and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+@pytest.fixture
+def unet_calls(tiny_engine: Engine):
+    """Counts real UNet forward passes (one per denoising step of a batch)."""
+    calls: list[int] = []
+    handle = tiny_engine.txt2img.unet.register_forward_pre_hook(lambda *_: calls.append(1))
+    yield calls
+    handle.remove()
+
+
+def test_txt2img_and_img2img_share_one_set_of_weights(tiny_engine: Engine):
+    assert tiny_engine.txt2img.unet is tiny_engine.img2img.unet
+    assert tiny_engine.txt2img.vae is tiny_engine.img2img.vae
+    assert tiny_engine.txt2img.text_encoder is tiny_engine.img2img.text_encoder
+
+
+def test_result_shape_seeds_and_grid(tiny_engine: Engine):
+    [res] = tiny_engine.generate([GenerationRequest("a red fox", seed=7)])
+    assert isinstance(res, GenerationResult)
+    assert res.seeds == [7, 8, 9, 10]
+    assert [img.size for img in res.images] == [(64, 64)] * 4
+    assert res.grid.size == (128, 128)
+    assert same(res.grid.crop((64, 64, 128, 128)), res.images[3])
+    meta = res.metadata()
+    assert (
+        meta["seeds"] == [7, 8, 9, 10]
+        and meta["model"] == "tiny"
+        and meta["timings"]["batch_s"] > 0
+    )
+    assert "Seed: 9" in res.infotext(2)
+
+
+def test_same_seed_same_pixels_other_seed_differs(tiny_engine: Engine):
+    req = GenerationRequest("a red fox", seed=7, count=1)
+    a = tiny_engine.generate([req])[0].images[0]
+    b = tiny_engine.generate([req])[0].images[0]
+    c = tiny_engine.generate([req.replace(seed=8)])[0].images[0]
+    assert same(a, b)
+    assert not same(a, c)
+
+
+def test_each_image_of_a_batch_can_be_remade_alone_from_its_seed(tiny_engine: Engine):
+    batch = tiny_engine.generate([GenerationRequest("a castle", seed=100, count=3)])[0]
+    alone = tiny_engine.generate([GenerationRequest("a castle", seed=102, count=1)])[0]
+    assert batch.seeds[2] == 102
+    assert batch_equal(batch.images[2], alone.images[0])
+
+
+def test_cobatched_requests_equal_their_solo_results(tiny_engine: Engine):
+    reqs = [
+        GenerationRequest("a red fox", negative_prompt="blurry", seed=1, count=2),
+        GenerationRequest("a blue house at night", seed=50, count=1),
+        GenerationRequest("a robot", negative_prompt="dark", seed=9, count=1),
+    ]
+    together = tiny_engine.generate(reqs)
+    assert [r.timings["batch_images"] for r in together] == [4.0, 4.0, 4.0]  # one call
+    for req, got in zip(reqs, together, strict=True):
+        [solo] = tiny_engine.generate([req])
+        assert solo.timings["batch_images"] == req.count
+        assert got.seeds == solo.seeds
+        assert all(batch_equal(a, b) for a, b in zip(got.images, solo.images, strict=True))
+
+
+def test_cobatched_img2img_equals_solo(tiny_engine: Engine):
+    init = Image.fromarray((np.indices((64, 64)).sum(0) % 256).astype(np.uint8)).convert("RGB")
+    reqs = [
+        GenerationRequest("a fox", init_image=init, strength=0.5, seed=3, count=1),
+        GenerationRequest("a cat", init_image=init, strength=0.5, seed=4, count=2),
+    ]
+    together = tiny_engine.generate(reqs)
+    assert together[0].timings["batch_images"] == 3.0
+    for req, got in zip(reqs, together, strict=True):
+        solo = tiny_engine.generate([req])[0]
+        assert all(batch_equal(a, b) for a, b in zip(got.images, solo.images, strict=True))
+
+
+def test_batch_key_separates_incompatible_requests(tiny_engine: Engine):
+    base = tiny_engine.validate(GenerationRequest("a", seed=1))
+    assert tiny_engine.batch_key(base) == tiny_engine.batch_key(base.replace(prompt="b", seed=5))
+    assert tiny_engine.batch_key(base) != tiny_engine.batch_key(base.replace(steps=5))
+    assert tiny_engine.batch_key(base) != tiny_engine.batch_key(base.replace(width=128))
+    img2img = base.replace(init_image=Image.new("RGB", (64, 64)), strength=0.5)
+    assert tiny_engine.batch_key(base) != tiny_engine.batch_key(img2img)
+
+
+def test_incompatible_requests_run_separately_in_input_order(tiny_engine: Engine):
+    reqs = [
+        GenerationRequest("a", seed=1, count=1),
+        GenerationRequest("b", seed=2, count=1, steps=2),
+    ]
+    results = tiny_engine.generate(reqs)
+    assert [r.request.prompt for r in results] == ["a", "b"]
+    assert [r.timings["batch_images"] for r in results] == [1.0, 1.0]
+
+
+def test_progress_reports_every_step_with_a_preview(tiny_engine: Engine):
+    events = []
+    reqs = [GenerationRequest("a", seed=1, count=1), GenerationRequest("b", seed=2, count=1)]
+    tiny_engine.generate(reqs, progress=events.append)
+    assert [(e.step, e.total) for e in events if e.request_index == 0] == [
+        (i, 4) for i in range(1, 5)
+    ]
+    assert [e.step for e in events if e.request_index == 1] == [1, 2, 3, 4]
+    assert all(e.preview is not None and e.preview.size == (64, 64) for e in events)
+
+
+def test_cancel_stops_within_one_step(tiny_engine: Engine, unet_calls):
+    events = []
+
+    def cancel() -> bool:
+        return len(events) >= 2  # asked after step 2 finished
+
+    with pytest.raises(JobCancelled):
+        tiny_engine.generate(
+            [GenerationRequest("a", seed=1, count=1, steps=20)],
+            progress=events.append,
+            should_cancel=cancel,
+        )
+    assert len(unet_calls) == 2  # 18 of the 20 steps never ran
+    # and the engine still serves
+    assert len(tiny_engine.generate([GenerationRequest("a", seed=1, count=1)])[0].images) == 1
+
+
+def test_cancel_before_start_runs_nothing(tiny_engine: Engine, unet_calls):
+    with pytest.raises(JobCancelled):
+        tiny_engine.generate([GenerationRequest("a", count=1)], should_cancel=lambda: True)
+    assert unet_calls == []
+
+
+def test_out_of_memory_is_reported_and_engine_keeps_serving(tiny_engine: Engine):
+    # A CUDA OOM cannot happen on this CPU machine: raise torch's own OOM error from inside the UNet.
+    def oom(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = tiny_engine.txt2img.unet.register_forward_pre_hook(oom)
+    try:
+        with pytest.raises(OutOfMemory, match="ran out of memory making 4 image"):
+            tiny_engine.generate([GenerationRequest("a", seed=1)])
+    finally:
+        handle.remove()
+    assert len(tiny_engine.generate([GenerationRequest("a", seed=1, count=1)])[0].images) == 1
+
+
+def test_upscale_falls_back_to_lanczos_on_oom(tiny_engine: Engine):
+    def oom(*_):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    img = tiny_engine.generate([GenerationRequest("a", seed=1, count=1)])[0].images[0]
+    parent = tiny_engine.validate(GenerationRequest("a", seed=1, count=1))
+    handle = tiny_engine.txt2img.unet.register_forward_pre_hook(oom)
+    try:
+        res = tiny_engine.upscale(img, parent, seed=3)
+    finally:
+        handle.remove()
+    assert res.timings["lanczos_fallback"] == 1.0
+    assert same(res.images[0], img.resize((128, 128), Image.Resampling.LANCZOS))
+
+
+def test_long_prompt_is_truncated_with_a_warning(tiny_engine: Engine, caplog):
+    prompt = " ".join(["a red fox in the forest"] * 60)  # ~300 tokens
+    with caplog.at_level(logging.WARNING, logger="generation.engine"):
+        res = tiny_engine.generate([GenerationRequest(prompt, seed=1, count=1)])[0]
+    assert len(res.images) == 1
+    assert "first 77" in caplog.text
+
+
+def test_every_scheduler_runs(tiny_engine: Engine):
+    for name in SCHEDULERS:
+        res = tiny_engine.generate(
+            [GenerationRequest("a", seed=1, count=1, steps=2, scheduler=name)]
+        )[0]
+        assert res.request.scheduler == name and res.images[0].size == (64, 64)
+
+
+def test_ancestral_scheduler_is_reproducible_when_cobatched(tiny_engine: Engine):
+    reqs = [
+        GenerationRequest(p, seed=s, count=1, scheduler="euler_a") for p, s in (("a", 1), ("b", 2))
+    ]
+    together = tiny_engine.generate(reqs)
+    solo = tiny_engine.generate([reqs[1]])[0]
+    assert batch_equal(together[1].images[0], solo.images[0])
+    assert not batch_equal(together[0].images[0], solo.images[0])
+
+
+def test_variation_is_img2img_from_the_image_with_a_new_seed(tiny_engine: Engine, unet_calls):
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=2))
+    src = tiny_engine.generate([parent])[0].images[0]
+    subtle = tiny_engine.variation_request(parent, src, strong=False, seed=77)
+    strong = tiny_engine.variation_request(parent, src, strong=True, seed=77)
+    assert (
+        subtle.kind == "variation" and subtle.init_image is src.convert("RGB") or subtle.init_image
+    )
+    assert (subtle.seed, subtle.count, subtle.width, subtle.height) == (77, 2, 64, 64)
+    assert subtle.strength < strong.strength
+    unet_calls.clear()
+    a = tiny_engine.generate([subtle])[0]
+    subtle_steps = len(unet_calls)
+    unet_calls.clear()
+    b = tiny_engine.generate([strong])[0]
+    # img2img denoises only the last steps x strength steps: more change costs more steps
+    assert subtle_steps == int(subtle.steps * subtle.strength) >= 1
+    assert len(unet_calls) == int(strong.steps * strong.strength) > subtle_steps
+    assert not same(a.images[0], src) and not same(a.images[0], b.images[0])
+    assert tiny_engine.variation_request(parent, src, strong=False).seed != parent.seed
+
+
+def test_reroll_keeps_the_request_with_a_new_seed(tiny_engine: Engine):
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, negative_prompt="x", steps=3))
+    child = tiny_engine.reroll_request(parent)
+    assert child.seed != parent.seed
+    assert child.replace(seed=1, kind="imagine") == parent
+
+
+def test_upscale_doubles_the_size(tiny_engine: Engine):
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1))
+    src = tiny_engine.generate([parent])[0].images[0]
+    res = tiny_engine.upscale(src, parent, seed=5, tile_size=256)
+    assert res.images[0].size == (128, 128) and res.width == 128
+    assert res.request.kind == "upscale"
+    assert not same(res.images[0], src.resize((128, 128), Image.Resampling.LANCZOS))
+
+
+def test_tiled_upscale_has_the_right_size_and_is_reproducible(tiny_engine: Engine):
+    src = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
+    a = tiny_engine.upscale(src, parent, seed=5, tile_size=64)  # 160x96 in 64px tiles
+    b = tiny_engine.upscale(src, parent, seed=5, tile_size=64)
+    assert a.images[0].size == (160, 96)
+    assert same(a.images[0], b.images[0])
+
+
+def test_upscale_past_the_side_limit_is_refused(tiny_engine: Engine):
+    parent = tiny_engine.validate(GenerationRequest("a", seed=1, count=1))
+    with pytest.raises(UserInputError, match="2048 px limit"):
+        tiny_engine.upscale(Image.new("RGB", (1100, 200)), parent)
+
+
+def test_estimate_cost_scales_with_pixels_steps_and_images(tiny_engine: Engine):
+    base = tiny_engine.validate(GenerationRequest("a", seed=1, count=1, steps=4))
+    one = tiny_engine.estimate_cost(base)
+    assert tiny_engine.estimate_cost(base.replace(count=4)) == pytest.approx(4 * one)
+    assert tiny_engine.estimate_cost(base.replace(steps=8)) == pytest.approx(2 * one)
+    assert tiny_engine.estimate_cost(base.replace(width=128, height=128)) == pytest.approx(4 * one)
+
+
+def test_bad_request_is_rejected_before_running(tiny_engine: Engine, unet_calls):
+    with pytest.raises(UserInputError, match="steps is 10000"):
+        tiny_engine.generate([GenerationRequest("a", steps=10_000)])
+    assert unet_calls == []
