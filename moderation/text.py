@@ -32,6 +32,7 @@ _HAS_LETTER = re.compile(r"[a-z]")
 _MASKED = re.compile(r"[a-z]+\*+[a-z*]*[a-z]")  # letters on both sides of the stars
 _REPEATS = re.compile(r"([a-z])\1{2,}")  # "nuuuude" -> "nude"
 MIN_JOINED_RUN = 3  # "n u d e": runs of at least this many single letters are joined
+MIN_SPLIT_RUN = 7  # joined runs this long are also searched for a listed word at either end
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Token:
     text: str
     first_word: int
     last_word: int
+    joined: bool = False  # made from a run of single letters
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,9 @@ def _join_letter_runs(
             out.append(tokens[start])
             start += 1
         run = tokens[start:end]
-        out.append(Token("".join(t.text for t in run), run[0].first_word, run[-1].last_word))
+        out.append(
+            Token("".join(t.text for t in run), run[0].first_word, run[-1].last_word, joined=True)
+        )
         last = end
     out.extend(tokens[last:])
     return out
@@ -224,9 +228,26 @@ class TermMatcher:
                         found[(term, first, last)] = Match(
                             label, term, text.source(first, last), first, last
                         )
+        for tokens in text.variants:
+            for tok in tokens:
+                if tok.joined and len(tok.text) >= MIN_SPLIT_RUN:
+                    for match in self._find_in_run(text, tok):
+                        found.setdefault((match.term, match.first_word, match.last_word), match)
         for match in self._find_masked(text):
             found.setdefault((match.term, match.first_word, match.last_word), match)
         return _drop_nested(list(found.values()))
+
+    def _find_in_run(self, text: NormalizedText, tok: Token) -> list[Match]:
+        """A long run of spaced letters may hold several words ("n u d e w o m a n"): a listed
+        word of 4+ letters at its start or end counts. Not in the middle ("s c u n t h o r p e")
+        and not in short runs, which are usually one innocent word ("g r a p e")."""
+        out = []
+        for term in self._single:
+            if len(term) >= 4 and (tok.text.startswith(term) or tok.text.endswith(term)):
+                label = self._phrases[(term,)][0]
+                out.append(Match(label, term, text.source(tok.first_word, tok.last_word),
+                                 tok.first_word, tok.last_word))
+        return out
 
     def _find_masked(self, text: NormalizedText) -> list[Match]:
         """Words with letters hidden by "*" ("n*de", "p**n") match a listed word of that length."""

@@ -80,3 +80,19 @@ def test_blank_inputs() -> None:
     for text in ["", "   ", "\u200b\u200c\u200d", "🍕🎉🔥", "\u0301\u0301"]:
         assert normalize(text).is_blank, repr(text)
     assert not normalize("猫").is_blank  # other scripts transliterate (unidecode)
+
+
+def test_long_spaced_runs_are_searched_at_their_ends_only() -> None:
+    sexual = TermMatcher({"nude": "sexual", "naked": "sexual", "rape": "sexual", "cunt": "sexual",
+                          "sex": "sexual"})
+    assert [m.term for m in sexual.find(normalize("n u d e w o m a n"))] == ["nude"]
+    assert [m.term for m in sexual.find(normalize("w o m a n n a k e d"))] == ["naked"]
+    for innocent in ["g r a p e", "s c u n t h o r p e", "m i d d l e s e x"]:
+        assert sexual.find(normalize(innocent)) == [], innocent
+
+
+def test_star_masked_words() -> None:
+    sexual = TermMatcher({"nude": "sexual", "porn": "sexual"})
+    assert [m.term for m in sexual.find(normalize("a n*de woman"))] == ["nude"]
+    assert [m.term for m in sexual.find(normalize("p**n"))] == ["porn"]
+    assert sexual.find(normalize("n** or *ude*")) == []
