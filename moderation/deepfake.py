@@ -227,14 +227,24 @@ def check_request(
     return combine(risk, decide_image(scan, policy, nsfw_channel=nsfw_channel))
 
 
-def check_output(prompt: str, image: Image.Image | object, policy: Policy | None = None) -> Decision:
+def check_output(
+    prompt: str,
+    image: Image.Image | object,
+    policy: Policy | None = None,
+    *,
+    nsfw_channel: bool | None = None,
+) -> Decision:
     """After generation: a realistic face in the output raises the risk of a named person.
 
-    ``image`` is a PIL image or an ``ImageScan`` already made for the NSFW check.
+    ``image`` is a PIL image or an ``ImageScan`` already made. With ``nsfw_channel`` given,
+    the nudity rule is applied to the same scan, so post-processing needs one call per image.
     """
-    from moderation.nsfw import ImageScan, scan_image
+    from moderation.nsfw import ImageScan, decide_image, scan_image
 
     policy = policy or Policy.default()
     scan = image if isinstance(image, ImageScan) else scan_image(image)
     faces = len(scan.faces(policy.face_threshold))
-    return decide(assess(prompt, policy, output_faces=faces), policy)
+    risk = decide(assess(prompt, policy, output_faces=faces), policy)
+    if nsfw_channel is None:
+        return risk
+    return combine(risk, decide_image(scan, policy, nsfw_channel=nsfw_channel))

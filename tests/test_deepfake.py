@@ -152,3 +152,10 @@ def test_request_check_can_apply_the_nudity_rule_to_the_upload_in_the_same_scan(
     photo = Image.fromarray(data.astronaut())
     d = deepfake.check_request("make her smile", BALANCED, init_image=photo, nsfw_channel=False)
     assert d.allowed and d.details["faces"] == 1  # the NSFW scan's details are merged in
+
+
+def test_output_check_can_apply_the_nudity_rule_in_the_same_call(astronaut_scan) -> None:
+    d = deepfake.check_output("a woman at a cafe", astronaut_scan, BALANCED, nsfw_channel=False)
+    assert d.allowed and d.details["faces"] == 1
+    d = deepfake.check_output("Taylor Swift", Image.fromarray(data.astronaut()), nsfw_channel=True)
+    assert d.blocked and d.categories == ("real_person",)
