@@ -494,3 +494,26 @@ async def test_ephemeral_messages_are_not_reachable_through_the_channel(
     with pytest.raises(discord.NotFound):
         await bot.get_channel(emu.general.id).fetch_message(reply.id)
     assert "GET /channels/{channel_id}/messages/{message_id} -> 404" in emu.transcript()
+
+
+async def test_first_followup_fills_the_deferred_message_unless_it_was_deleted(
+        discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    iid = await emu.send_slash("ghost")  # answered by hand below, through discord.py's HTTP
+    inter = emu.interaction(iid)
+    http = bot.http
+
+    async def call(method: str, path: str, **kw):
+        route = discord.http.Route(method, path, i=iid, t=inter.token, a=emu.application_id)
+        return await http.request(route, **kw)
+
+    await call("POST", "/interactions/{i}/{t}/callback", json={"type": 5})
+    thinking = emu.original_message(iid)
+    assert thinking.loading and not thinking.ephemeral
+    first = await call("POST", "/webhooks/{a}/{t}?wait=true", json={"content": "one", "flags": 64})
+    assert int(first["id"]) == thinking.id and not thinking.loading
+    assert not thinking.ephemeral  # the deferral decided that, as on Discord
+    await call("DELETE", "/webhooks/{a}/{t}/messages/@original")
+    second = await call("POST", "/webhooks/{a}/{t}?wait=true", json={"content": "two", "flags": 64})
+    assert int(second["id"]) != thinking.id and emu.store[int(second["id"])].ephemeral
+    assert [m.content for m in emu.followups(iid)] == ["two"]

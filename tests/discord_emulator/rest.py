@@ -401,7 +401,8 @@ class Rest:
         self._channel(str(inter.channel_id))  # a deleted channel takes its messages with it
         payload = record.json or {}
         original = self.emu.store.get(inter.original_message_id or 0)
-        if inter.initial_response == 5 and original is not None and original.loading:
+        if (inter.initial_response == 5 and original is not None and original.loading
+                and not original.deleted):
             # Discord fills the "thinking..." message with the first follow-up after a defer.
             msg = await self._edit(original, payload, record.files)
         else:
