@@ -517,3 +517,22 @@ async def test_first_followup_fills_the_deferred_message_unless_it_was_deleted(
     second = await call("POST", "/webhooks/{a}/{t}?wait=true", json={"content": "two", "flags": 64})
     assert int(second["id"]) != thinking.id and emu.store[int(second["id"])].ephemeral
     assert [m.content for m in emu.followups(iid)] == ["two"]
+
+
+async def test_blocked_event_loop_shows_as_late_heartbeat() -> None:
+    import time
+
+    from tests.discord_emulator import running_emulator
+
+    async with running_emulator(heartbeat_interval_ms=300) as emu:
+        client = MiniBot()
+        task = asyncio.create_task(client.start(emu.token))
+        try:
+            await emu.wait_until_connected()
+            await emu.wait_for(lambda: emu.gateway.live_sessions[0].heartbeats >= 2)
+            assert emu.violations == []
+            time.sleep(1.0)  # the bug under test: blocking work on the event loop
+            await emu.wait_for(lambda: [v for v in emu.violations if v.rule == "heartbeat-late"])
+        finally:
+            await client.close()
+            await asyncio.wait_for(task, 30)

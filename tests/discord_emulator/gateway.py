@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +54,7 @@ class Gateway:
         self.sessions: dict[str, Session] = {}
         self.identify_count = 0
         self._sockets: set[web.WebSocketResponse] = set()
+        self._last_beat: dict[int, float] = {}
 
     @property
     def live_sessions(self) -> list[Session]:
@@ -63,6 +65,7 @@ class Gateway:
         await ws.prepare(request)
         self._sockets.add(ws)
         session: Session | None = None
+        self._last_beat[id(ws)] = time.monotonic()
         try:
             await self._send(ws, {"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms},
                                   "s": None, "t": None})
@@ -73,6 +76,7 @@ class Gateway:
                 session = await self._on_frame(ws, session, frame)
         finally:
             self._sockets.discard(ws)
+            self._last_beat.pop(id(ws), None)
             if session is not None and session.ws is ws:
                 session.ws = None
             await self.emu._notify()
@@ -82,6 +86,7 @@ class Gateway:
                         frame: dict[str, Any]) -> Session | None:
         op, data = frame.get("op"), frame.get("d")
         if op == HEARTBEAT:
+            self._check_heartbeat_gap(ws, session)
             if session is not None:
                 session.heartbeats += 1
             await self._send(ws, {"op": HEARTBEAT_ACK, "d": None, "s": None, "t": None})
@@ -99,6 +104,16 @@ class Gateway:
         else:
             log.debug("emulator gateway ignores op %s", op)
         return session
+
+    def _check_heartbeat_gap(self, ws: web.WebSocketResponse, session: Session | None) -> None:
+        """A heartbeat much later than asked means the bot's event loop was blocked (real
+        Discord drops such a connection). Real time, not the emulator clock, which tests move."""
+        now = time.monotonic()
+        gap = now - self._last_beat.get(id(ws), now)
+        self._last_beat[id(ws)] = now
+        if gap > self.heartbeat_interval_ms / 1000 * 1.5:
+            self.emu._violate("heartbeat-late", f"{gap:.2f} s between heartbeats "
+                              f"(interval {self.heartbeat_interval_ms} ms)")
 
     async def _identify(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> Session:
         self.identify_count += 1
