@@ -80,6 +80,16 @@ class EditButtons(discord.ui.View):
         await interaction.edit_original_response(content="edited after defer")
 
 
+class StylePicker(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.select(custom_id="style", options=[discord.SelectOption(label="anime"),
+                                                   discord.SelectOption(label="photo")])
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        await interaction.response.send_message(f"style {select.values[0]}", ephemeral=True)
+
+
 class PromptModal(discord.ui.Modal, title="Remix"):
     prompt = discord.ui.TextInput(label="Prompt", custom_id="remix:prompt")
 
@@ -106,6 +116,7 @@ class MiniBot(discord.Client):
         self.ack_gate = asyncio.Event()
         self.add_view(AgainButton(self))
         self.add_view(EditButtons())
+        self.add_view(StylePicker())
 
         @self.tree.command(name="draw", description="Draw something")
         async def draw(interaction: discord.Interaction, prompt: str,
@@ -536,3 +547,55 @@ async def test_blocked_event_loop_shows_as_late_heartbeat() -> None:
         finally:
             await client.close()
             await asyncio.wait_for(task, 30)
+
+
+class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"up:(?P<job>\d+):(?P<i>\d)"):
+    """State lives in the custom_id only, so a restarted client can still answer it."""
+
+    def __init__(self, job: int, i: int) -> None:
+        super().__init__(discord.ui.Button(label=f"U{i}", custom_id=f"up:{job}:{i}"))
+        self.job, self.i = job, i
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match):
+        return cls(int(match["job"]), int(match["i"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(f"upscaling {self.job}/{self.i}")
+
+
+async def test_dynamic_buttons_work_after_a_client_restart(discord_emulator: Emulator) -> None:
+    emu = discord_emulator
+
+    async def start() -> tuple[MiniBot, asyncio.Task]:
+        client = MiniBot()
+        client.add_dynamic_items(UpscaleButton)
+        return client, asyncio.create_task(client.start(emu.token))
+
+    first, task = await start()
+    await emu.wait_until_connected()
+    await asyncio.wait_for(first.wait_until_ready(), 30)
+    view = discord.ui.View(timeout=None).add_item(UpscaleButton(42, 2))
+    sent = await first.get_channel(emu.general.id).send("grid", view=view)
+    await first.close()
+    await asyncio.wait_for(task, 30)
+
+    second, task = await start()
+    try:
+        await emu.wait_until_connected(identifies=2)
+        iid = await emu.click(sent.id, "up:42:2", user=emu.bob)
+        reply = await emu.wait_for(lambda: emu.original_message(iid))
+        assert reply.content == "upscaling 42/2"
+    finally:
+        await second.close()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_select_menu(discord_emulator: Emulator, bot: MiniBot) -> None:
+    emu = discord_emulator
+    sent = await bot.get_channel(emu.general.id).send("pick", view=StylePicker())
+    iid = await emu.click(sent.id, "style", values=["photo"], user=emu.bob)
+    reply = await emu.wait_for(lambda: emu.original_message(iid))
+    assert reply.content == "style photo" and reply.ephemeral
+    with pytest.raises(EmulatorUsageError, match="no component 'nope'"):
+        await emu.click(sent.id, "nope")
