@@ -331,6 +331,23 @@ def observe_job_event(method: str, job: Any, *rest: Any) -> None:
         logging.getLogger(__name__).exception("metrics: cannot record %s", method)
 
 
+def watch_gateway(bot: Any, *, health: Health = health) -> None:
+    """Keep ``health``'s gateway state in step with a ``discord.ext.commands.Bot``.
+
+    Duck-typed (``bot.add_listener``) so this module needs no discord import.
+    """
+
+    async def connected(*_: Any) -> None:
+        health.set_gateway(True)
+
+    async def disconnected(*_: Any) -> None:
+        health.set_gateway(False)
+
+    bot.add_listener(connected, "on_ready")
+    bot.add_listener(connected, "on_resumed")
+    bot.add_listener(disconnected, "on_disconnect")
+
+
 def discord_http_trace() -> TraceConfig:
     """An aiohttp trace for discord.py (``discord.Client(http_trace=...)``) that counts failed
     Discord API calls by status, so the bot needs no bookkeeping of its own."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -303,3 +305,41 @@ async def test_discord_http_trace_counts_network_failures():
         "imagine_discord_api_errors_total", {"status": "network"}
     )
     assert after == before + 1
+
+
+class RecordingHealth(Health):
+    """Health that also remembers every gateway change, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: list[bool] = []
+        self.resumed = asyncio.Event()
+
+    def set_gateway(self, connected: bool) -> None:
+        super().set_gateway(connected)
+        self.changes.append(connected)
+        if self.changes[-2:] == [False, True]:
+            self.resumed.set()
+
+
+async def test_watch_gateway_follows_the_real_connection(discord_emulator):
+    import discord
+    from discord.ext import commands
+
+    health = RecordingHealth()
+    health.worker_started()
+    bot = commands.Bot(command_prefix="!", intents=discord.Intents.none())
+    metrics.watch_gateway(bot, health=health)
+    assert health.status()[1]["gateway"] == "not connected yet"
+    task = asyncio.create_task(bot.start(discord_emulator.token))
+    try:
+        await asyncio.wait_for(bot.wait_until_ready(), 30)
+        assert health.status()[0] and health.status()[1]["gateway"] == "connected"
+
+        await discord_emulator.drop_gateway()  # a network blip: disconnect, then RESUME
+        await asyncio.wait_for(health.resumed.wait(), 30)
+        assert health.changes == [True, False, True]
+        assert health.status()[0]
+    finally:
+        await bot.close()
+        await asyncio.wait_for(task, 30)
