@@ -157,7 +157,8 @@ class MiniBot(discord.Client):
             await interaction.response.send_modal(PromptModal(self))
 
         @self.tree.command(name="big", description="Upload too much")
-        async def big(interaction: discord.Interaction, megabytes: int) -> None:
+        async def big(interaction: discord.Interaction,
+                      megabytes: app_commands.Range[int, 1, 30]) -> None:
             await interaction.response.defer()
             try:
                 await interaction.followup.send(
@@ -242,6 +243,16 @@ async def test_unknown_option_is_a_test_error(discord_emulator: Emulator, bot: M
         await discord_emulator.send_slash("draw", {"prompt": "x", "colour": "red"})
     with pytest.raises(EmulatorUsageError, match="requires options"):
         await discord_emulator.send_slash("draw", {})
+    with pytest.raises(EmulatorUsageError, match="outside"):
+        await discord_emulator.send_slash("big", {"megabytes": 31})
+
+
+async def test_wrong_token_is_refused(discord_emulator: Emulator) -> None:
+    client = MiniBot()
+    with pytest.raises(discord.LoginFailure):
+        await client.login("not-the-token")
+    await client.close()
+    assert discord_emulator.requests[-1].status == 401
 
 
 async def test_modal_submit(discord_emulator: Emulator, bot: MiniBot) -> None:

@@ -86,9 +86,31 @@ def _leaf_options(emu: Emulator, command: str, options: dict[str, Any],
             raise EmulatorUsageError(
                 f"/{command} has no option {key!r}; it has {sorted(by_name)}")
         kind = by_name[key]["type"] if key in by_name else _infer_type(value)
+        if key in by_name:
+            _check_constraints(command, by_name[key], value)
         out.append({"name": key, "type": kind,
                     "value": _option_value(emu, kind, value, guild_id, resolved)})
     return out
+
+
+def _check_constraints(command: str, schema: dict[str, Any], value: Any) -> None:
+    """Discord's client refuses values outside an option's choices, range or length, so a
+    test that sends one would be testing something no user can do."""
+    name = schema["name"]
+    choices = schema.get("choices")
+    if choices and value not in [c["value"] for c in choices]:
+        raise EmulatorUsageError(f"/{command} {name}: {value!r} is not one of the choices "
+                                 f"{[c['value'] for c in choices]}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        low, high = schema.get("min_value"), schema.get("max_value")
+        if (low is not None and value < low) or (high is not None and value > high):
+            raise EmulatorUsageError(f"/{command} {name}: {value} is outside [{low}, {high}]; "
+                                     "Discord's client would not send it")
+    if isinstance(value, str):
+        low, high = schema.get("min_length"), schema.get("max_length")
+        if (low is not None and len(value) < low) or (high is not None and len(value) > high):
+            raise EmulatorUsageError(f"/{command} {name}: length {len(value)} is outside "
+                                     f"[{low}, {high}]; Discord's client would not send it")
 
 
 def _option_value(emu: Emulator, kind: int, value: Any, guild_id: int | None,
