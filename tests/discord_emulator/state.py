@@ -281,7 +281,7 @@ class Message:
                 for name, users in self.reactions.items() if users
             ],
             "pinned": False,
-            "type": 0 if self.interaction_id is None or self.webhook_id is None else 20,
+            "type": 20 if self.interaction_id is not None else 0,  # 20: CHAT_INPUT_COMMAND reply
             "flags": self.flags,
         }
         if self.guild_id is not None:
