@@ -166,6 +166,9 @@ class MiniBot(discord.Client):
             except discord.HTTPException as exc:
                 self.errors.append(exc)
 
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        """discord.py waits 5 s before re-identifying (Discord's identify limit); not here."""
+
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         self.reactions.append((payload.user_id, str(payload.emoji)))
 
