@@ -32,7 +32,7 @@ SCHEDULERS = {
     "lcm": "LCM",
 }
 MAX_SEED = 2**32 - 1
-MIN_SIDE = 64
+MIN_SIDE = 32
 MAX_ASPECT = 4.0  # 4:1 either way; beyond that diffusion models repeat themselves
 MAX_GUIDANCE = 30.0
 SIZE_MULTIPLE = 8
@@ -171,7 +171,13 @@ def _check_float(name: str, value: Any, low: float, high: float) -> float:
 def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> tuple[int, int]:
     max_side = int(limits.max_side)
     if req.aspect_ratio is not None and req.width is not None and req.height is not None:
-        raise UserInputError("give either an aspect ratio or a width and height, not both")
+        # A resolved request keeps both; only a contradiction is an error (validation is idempotent).
+        wanted = parse_aspect_ratio(req.aspect_ratio)
+        if abs(math.log((req.width / max(req.height, 1)) / wanted)) > 0.15:
+            raise UserInputError(
+                f"size {req.width}x{req.height} does not match aspect ratio {req.aspect_ratio}; "
+                "give either an aspect ratio or a width and height"
+            )
     for name in ("width", "height"):
         value = getattr(req, name)
         if value is not None:
@@ -200,7 +206,7 @@ def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) 
         else:
             # Keep the area of the default square so every ratio costs about the same.
             width, height = base * math.sqrt(ratio), base / math.sqrt(ratio)
-    width, height = _round8(width), _round8(height)
+    width, height = _round8(max(width, MIN_SIDE)), _round8(max(height, MIN_SIDE))
     # Shrink (keeping the ratio) rather than fail when a ratio pushes one side past the limits.
     scale = min(1.0, max_side / max(width, height), math.sqrt(limits.max_pixels / (width * height)))
     if scale < 1.0:

@@ -79,7 +79,7 @@ def test_ten_thousand_character_prompt():
 @pytest.mark.parametrize("value", [0, 100_000])
 def test_side_out_of_range(name, value):
     msg = bad(name, **{name: value})
-    assert "64 to 2048 px" in msg
+    assert "32 to 2048 px" in msg
 
 
 def test_aspect_ratio_100_to_1():
@@ -99,8 +99,20 @@ def test_pixel_budget():
     assert "limit is 1.05 megapixels" in msg
 
 
-def test_aspect_ratio_and_full_size_conflict():
-    bad("either an aspect ratio or a width and height", aspect_ratio="1:1", width=512, height=512)
+def test_aspect_ratio_and_contradicting_size():
+    bad("does not match aspect ratio 16:9", aspect_ratio="16:9", width=512, height=512)
+
+
+def test_validation_is_idempotent():
+    for fields in ({"aspect_ratio": "16:9"}, {"aspect_ratio": "1:4"}, {"width": 100}, {}):
+        once = check(**fields)
+        assert resolve(once, SD15, LIMITS) == once
+
+
+def test_small_model_extreme_ratio_stays_above_the_minimum_side():
+    tiny = ModelDefaults(family="tiny", size=64, steps=4, guidance=5.0, scheduler="euler")
+    req = resolve(GenerationRequest("x", aspect_ratio="4:1"), tiny, LIMITS)
+    assert (req.width, req.height) == (128, 32)
 
 
 @pytest.mark.parametrize("steps", [0, 10_000])
