@@ -101,7 +101,7 @@ def choose_files(job: Job, images: list[ImageRecord], limit: int) -> list[Encode
     Blocked images never leave the bot; one spoilered image spoilers the grid.
     """
     allowed = [img for img in images if not is_blocked(img)]
-    spoiler = any(is_spoiler(img) for img in allowed)
+    spoiler = bool(job.delivery.get("spoiler")) or any(is_spoiler(img) for img in allowed)
     prefix = "SPOILER_" if spoiler else ""
     limit = min(limit, REQUEST_LIMIT)
     if job.grid_path and len(allowed) == len(images) and len(images) > 1:
@@ -111,7 +111,7 @@ def choose_files(job: Job, images: list[ImageRecord], limit: int) -> list[Encode
         fit_to_limit(
             img.path,
             per_file,
-            stem=f"{'SPOILER_' if is_spoiler(img) else ''}{job.id}_{img.index + 1}",
+            stem=f"{'SPOILER_' if job.delivery.get('spoiler') or is_spoiler(img) else ''}{job.id}_{img.index + 1}",
         )
         for img in allowed
     ]
@@ -197,10 +197,13 @@ class Delivery:
             if job is None or job.delivered_at is not None or not job.status.finished:
                 return False
             try:
+                message = None
                 if job.status == JobStatus.DONE:
-                    await self._send_result(job)
+                    message = await self._send_result(job)
                 elif job.status != JobStatus.CANCELLED:
-                    await self._send_text(job, failure_content(job), ephemeral=True)
+                    message = await self._send_text(job, failure_content(job), ephemeral=True)
+                if message is not None:
+                    await self.store.update_delivery(job.id, {"result_message_id": message.id})
             except (discord.NotFound, discord.Forbidden) as exc:
                 reason = _why(exc)
                 log.warning("job %s could not be delivered: %s", job.id, reason)
@@ -209,7 +212,7 @@ class Delivery:
         finally:
             self._in_flight.discard(job_id)
 
-    async def _send_result(self, job: Job) -> None:
+    async def _send_result(self, job: Job) -> discord.Message | None:
         images = await self.store.images_for_job(job.id)
         parent = await self.store.get_job(job.parent_job_id) if job.parent_job_id else None
         limit = int(job.delivery.get("filesize_limit") or DEFAULT_UPLOAD_LIMIT)
@@ -221,10 +224,12 @@ class Delivery:
             if shown
             else discord.utils.MISSING
         )
-        await self.send(job, content, files=files, view=view)
+        return await self.send(job, content, files=files, view=view)
 
-    async def _send_text(self, job: Job, content: str, *, ephemeral: bool) -> None:
-        await self.send(job, content, files=[], view=discord.utils.MISSING)
+    async def _send_text(
+        self, job: Job, content: str, *, ephemeral: bool
+    ) -> discord.Message | None:
+        return await self.send(job, content, files=[], view=discord.utils.MISSING)
 
     async def send(
         self, job: Job, content: str, *, files: list[EncodedFile], view: Any
@@ -259,6 +264,17 @@ class Delivery:
             kwargs["files"] = [f.to_file() for f in files]
         if view is not discord.utils.MISSING:
             kwargs["view"] = view
+        placeholder = delivery.get("channel_message_id")
+        if placeholder and job.channel_id:
+            # A reaction shortcut posted "queued..." itself: turn that message into the result.
+            channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+            kwargs.pop("files", None)
+            kwargs["attachments"] = [f.to_file() for f in files]
+            try:
+                return await channel.get_partial_message(int(placeholder)).edit(**kwargs)
+            except discord.NotFound:
+                kwargs.pop("attachments")
+                kwargs["files"] = [f.to_file() for f in files]
         if delivery.get("private") or not job.channel_id:
             user = self.client.get_user(job.user_id) or await self.client.fetch_user(job.user_id)
             return await user.send(**kwargs)

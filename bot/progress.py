@@ -44,6 +44,10 @@ class Throttle:
         self._last[key] = now
         return True
 
+    def would_pass(self, key: str) -> bool:
+        last = self._last.get(key)
+        return last is None or self.clock() - last >= self.interval
+
     def forget(self, key: str) -> None:
         self._last.pop(key, None)
 
@@ -82,13 +86,14 @@ class ProgressEditor:
         self.client = client
         self.throttle = Throttle(interval_s)
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._finished: set[str] = set()
         self.edits = 0  # for tests and the bench
 
     def update(
         self, job: Job, content: str, preview: bytes | None = None, *, force: bool = False
     ) -> bool:
         """Schedule an edit unless one ran for this job too recently; True if scheduled."""
-        if not token_alive(job.delivery):
+        if job.id in self._finished or not token_alive(job.delivery):
             return False
         pending = self._tasks.get(job.id)
         if pending is not None and not pending.done():
@@ -97,6 +102,21 @@ class ProgressEditor:
             return False
         self._tasks[job.id] = asyncio.create_task(self._edit(job, content, preview))
         return True
+
+    def would_edit(self, job: Job) -> bool:
+        """Whether a progress update now would be sent (so callers can skip preparing one)."""
+        pending = self._tasks.get(job.id)
+        return (
+            job.id not in self._finished
+            and token_alive(job.delivery)
+            and (pending is None or pending.done())
+            and self.throttle.would_pass(job.id)
+        )
+
+    async def finish(self, job_id: str) -> None:
+        """The result is about to be delivered: wait for the pending edit, refuse later ones."""
+        self._finished.add(job_id)
+        await self.settle(job_id)
 
     async def settle(self, job_id: str) -> None:
         """Wait for the job's pending edit, so that the final result lands after it."""

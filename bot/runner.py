@@ -1,14 +1,89 @@
-"""``imagine-bot run``: the main job (owned by the Discord bot work)."""
+"""``imagine-bot run``: the main job.
+
+Order matters: settings and preflight first (a clear message instead of a traceback), then the
+store, the model (in a thread; minutes on first download), the worker, and only then Discord,
+so that the bot never accepts a prompt it cannot serve. SIGTERM/SIGINT stop it gracefully: the
+running job finishes and is delivered, queued jobs stay in the store for the next start.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from generation.config import Settings, load_settings
+from generation.errors import UserInputError
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the Discord bot (the main job)")
+    p.add_argument(
+        "--no-sync",
+        action="store_true",
+        help="do not sync slash commands at start (they are already registered)",
+    )
     p.set_defaults(handler=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("imagine-bot run is not built yet")
+    settings = load_settings(args.config)
+    asyncio.run(run(settings, sync_commands=not args.no_sync))
+    return 0
+
+
+def make_postprocess(settings: Settings, store: object):
+    """Moderation, watermark and provenance after generation (``moderation/postprocess.py``)."""
+    try:
+        from moderation.postprocess import make_postprocess as factory
+    except ImportError:  # pragma: no cover - only while moderation/postprocess.py is missing
+        log.warning("moderation.postprocess is not available; images are saved without checks")
+        return None
+    return factory(settings, store)
+
+
+async def run(settings: Settings, *, sync_commands: bool = True) -> None:
+    from bot.client import start_bot, stop_bot
+    from bot.doctor import preflight
+    from bot.services import Services
+    from generation.engine import Engine
+    from generation.logging_setup import setup_logging
+    from generation.metrics import start_metrics_server
+    from generation.store import Store
+    from generation.worker import Worker
+
+    token = settings.discord_token()
+    setup_logging(settings, extra_secrets=[token] if token else [])
+    preflight(settings)
+    if not token:
+        raise UserInputError("no Discord bot token: set DISCORD_TOKEN or discord.token_file")
+    store = await Store.open(settings.db_path)
+    metrics = None
+    bot = None
+    try:
+        log.info("loading model %s", settings.model.name)
+        engine = await asyncio.to_thread(Engine.load, settings)
+        worker = Worker(store, engine, settings, postprocess=make_postprocess(settings, store))
+        metrics = await start_metrics_server(settings)
+        services = Services(settings=settings, store=store, engine=engine, worker=worker)
+        bot = await start_bot(services, sync_commands=sync_commands, timeout=120)
+        log.info("ready as %s", bot.user)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopper, bot.runner_task}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        log.info("stopping: finishing the running job; queued jobs stay queued")
+    finally:
+        if bot is not None:
+            await stop_bot(bot)
+        if metrics is not None:
+            await metrics.stop()
+        await store.close()

@@ -1,0 +1,618 @@
+"""What the bot does when someone asks for images: by slash command, button, modal or reaction.
+
+All entry points meet here so that every path applies the same rules in the same order:
+defer first (Discord's 3 seconds), then input checks, the prompt gate under the channel's policy,
+the user's caps, and finally ``worker.submit`` (the job row is committed before the user sees
+"queued"). Every refusal is an ephemeral message naming the problem; nothing raises to Discord.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot import gate
+from bot.client import interaction_delivery
+from bot.delivery import Delivery
+from bot.guild_settings import GuildSettingsStore
+from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
+from bot.progress import ProgressEditor, preview_png, progress_text, queue_text
+from bot.user_settings import UserSettingsStore
+from generation.errors import UserInputError
+from generation.images import MAX_INPUT_BYTES, load_image
+from generation.jobs import ImageRecord, Job, JobStatus
+
+if TYPE_CHECKING:
+    from bot.services import Services
+    from generation.eta import Estimate
+
+log = logging.getLogger(__name__)
+
+REROLL = "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
+UPSCALE = "\N{UPWARDS BLACK ARROW}"
+VARY = "\N{ARTIST PALETTE}"
+REACTIONS = {REROLL: "reroll", UPSCALE: "upscale", UPSCALE + "\ufe0f": "upscale", VARY: "variation"}
+MESSAGE_KEY = "bot.message:"  # kv: result message id -> job id (reaction shortcuts)
+
+
+class Actions:
+    """The bot's behaviour; also the worker's listener (on_queued ... on_failed)."""
+
+    def __init__(self, client: discord.Client, services: Services) -> None:
+        self.client = client
+        self.services = services
+        self.settings = services.settings
+        self.store = services.store
+        self.user_settings = UserSettingsStore(services.store)
+        self.guild_settings = GuildSettingsStore(services.store)
+        self.delivery = Delivery(client, services.store)
+        self.progress = ProgressEditor(client, self.settings.discord.progress_interval_s)
+        from bot.info import EnergyMeter
+
+        self.energy = EnergyMeter()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Become the worker's listener (it then re-offers undelivered jobs to us)."""
+        from bot.info import count_images
+
+        self.energy.start_images = await count_images(self)
+        worker = self.services.worker
+        if worker is not None:
+            worker.listener = self
+
+    async def stop(self) -> None:
+        await self.progress.close()
+
+    # --- worker listener ----------------------------------------------------------------------
+
+    async def on_queued(self, job: Job, estimate: Estimate | None) -> None:
+        if estimate is not None:
+            self.progress.update(job, queue_text(estimate.position, estimate.eta_s), force=True)
+
+    async def on_started(self, job: Job) -> None:
+        self.progress.update(job, "Starting\u2026", force=True)
+
+    async def on_progress(self, job: Job, event: Any) -> None:
+        if not self.progress.would_edit(job):
+            return  # skip the preview encode too
+        preview = None
+        if event.preview is not None:
+            preview = await asyncio.to_thread(preview_png, event.preview)
+        self.progress.update(job, progress_text(event.step, event.total), preview)
+
+    async def on_done(self, job: Job, images: list[ImageRecord]) -> None:
+        await self._deliver(job)
+
+    async def on_failed(self, job: Job, reason: str) -> None:
+        await self._deliver(job)
+
+    async def _deliver(self, job: Job) -> None:
+        await self.progress.finish(job.id)
+        try:
+            await self.delivery.deliver(job.id)
+        except Exception:
+            log.exception(
+                "job %s: delivery failed; it stays undelivered for the next start", job.id
+            )
+            return
+        fresh = await self.store.get_job(job.id)
+        message_id = fresh.delivery.get("result_message_id") if fresh else None
+        if message_id:
+            await self.store.set_value(f"{MESSAGE_KEY}{message_id}", job.id)
+
+    # --- /imagine -------------------------------------------------------------------------------
+
+    async def imagine(
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        *,
+        image: discord.Attachment | None = None,
+        aspect_ratio: str | None = None,
+        seed: int | None = None,
+        negative: str | None = None,
+        quality: float | None = None,
+        steps: int | None = None,
+        style: str | None = None,
+        private: bool | None = None,
+    ) -> None:
+        defaults = await self.user_settings.get(interaction.user.id)
+        private = defaults.private if private is None else private
+        await defer_thinking(interaction, ephemeral=private)
+        try:
+            params = self._merge_options(
+                parse_prompt(
+                    prompt,
+                    max_chars=self.settings.model.max_prompt_chars,
+                    max_steps=self.settings.model.max_steps,
+                    max_count=self.settings.model.max_count,
+                ),
+                aspect_ratio=aspect_ratio or defaults.aspect_ratio,
+                seed=seed,
+                negative=negative,
+                quality=quality,
+                steps=steps,
+                style=style or defaults.style,
+            )
+            init_image = await self._read_attachment(image) if image is not None else None
+            flags = await self._gate(interaction, params.prompt, init_image)
+            from generation.request import GenerationRequest
+
+            request = GenerationRequest(**params.request_kwargs(), init_image=init_image)
+            if params.quality is not None:
+                request = await self._apply_quality(request, params.quality)
+            await self._submit(
+                interaction,
+                request,
+                delivery={
+                    "private": private,
+                    "prompt": params.prompt,
+                    "summary": params.summary(),
+                    **flags,
+                },
+            )
+        except UserInputError as exc:
+            await self.refuse(interaction, str(exc))
+
+    def _merge_options(self, params: PromptParams, **options: Any) -> PromptParams:
+        """Slash-command options fill in what the inline parameters left out."""
+        changes: dict[str, Any] = {}
+        if options["aspect_ratio"] and params.aspect_ratio is None:
+            changes["aspect_ratio"] = parse_aspect_ratio(
+                options["aspect_ratio"], what="aspect_ratio"
+            )
+        for name in ("seed", "quality", "steps", "style"):
+            if options[name] is not None and getattr(params, name) is None:
+                changes[name] = options[name]
+        if options["steps"] is not None and options["steps"] > self.settings.model.max_steps:
+            raise UserInputError(f"steps must be from 1 to {self.settings.model.max_steps}")
+        if options["negative"]:
+            joined = ", ".join(p for p in (params.negative_prompt, options["negative"]) if p)
+            changes["negative_prompt"] = joined
+        from dataclasses import replace
+
+        return replace(params, **changes) if changes else params
+
+    async def _apply_quality(self, request: Any, quality: float) -> Any:
+        """``--q`` scales the model's default steps (Midjourney: .25 draft ... 2 high)."""
+        if request.steps is not None:
+            return request
+        engine = self.services.engine
+        base = engine.defaults.steps
+        steps = max(1, min(self.settings.model.max_steps, round(base * quality)))
+        return request.replace(steps=steps)
+
+    async def _read_attachment(self, attachment: discord.Attachment) -> Any:
+        if attachment.size > MAX_INPUT_BYTES:
+            raise UserInputError(
+                f"the attached image is {attachment.size / 2**20:.1f} MiB; "
+                f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
+            )
+        if attachment.content_type and not attachment.content_type.startswith("image/"):
+            raise UserInputError(
+                f"the attachment {attachment.filename!r} is {attachment.content_type}, not an image "
+                "(PNG, JPEG, WebP, GIF, BMP are accepted)"
+            )
+        try:
+            data = await attachment.read()
+        except discord.HTTPException as exc:
+            raise UserInputError(
+                f"could not download the attachment ({exc.status}); try again"
+            ) from None
+        return await asyncio.to_thread(load_image, data, what="the attached image")
+
+    async def _gate(
+        self, interaction: discord.Interaction, prompt: str, init_image: Any = None
+    ) -> dict[str, Any]:
+        """Refuse (and log for moderators) what the channel's policy does not allow.
+
+        Returns what delivery must know: the channel's age restriction and whether the result
+        goes behind a spoiler.
+        """
+        guild_id, channel_id = interaction.guild_id, interaction.channel_id
+        if await self._banned(guild_id, interaction.user.id):
+            raise UserInputError("you are banned from using this bot on this server")
+        nsfw = _is_nsfw(interaction.channel)
+        decision = await gate.check(
+            self.store,
+            self.settings,
+            prompt,
+            guild_id,
+            channel_id,
+            nsfw_channel=nsfw,
+            init_image=init_image,
+        )
+        if decision.needs_audit:
+            stage = (
+                "input_image" if "real_person" in decision.categories and init_image else "prompt"
+            )
+            await gate.record(
+                self.store,
+                decision,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                user_id=interaction.user.id,
+                stage=stage,
+            )
+        if decision.blocked:
+            await self._post_to_mod_log(interaction, prompt, decision)
+            raise UserInputError(f"your prompt was blocked. {decision.reason}")
+        return {"nsfw_channel": nsfw, "spoiler": decision.action == "spoiler"}
+
+    async def _banned(self, guild_id: int | None, user_id: int) -> bool:
+        settings = await self.guild_settings.get(guild_id)
+        return user_id in settings.banned_user_ids
+
+    async def _post_to_mod_log(
+        self, interaction: discord.Interaction, prompt: str, decision: Any
+    ) -> None:
+        settings = await self.guild_settings.get(interaction.guild_id)
+        if not settings.log_channel_id:
+            return
+        channel = self.client.get_partial_messageable(
+            settings.log_channel_id, guild_id=interaction.guild_id
+        )
+        embed = discord.Embed(
+            title="Prompt blocked", description=prompt[:1000], colour=discord.Colour.red()
+        )
+        embed.add_field(name="User", value=f"<@{interaction.user.id}>")
+        embed.add_field(name="Channel", value=f"<#{interaction.channel_id}>")
+        embed.add_field(name="Reason", value=decision.reason[:1000] or "-", inline=False)
+        if decision.categories:
+            embed.add_field(name="Categories", value=", ".join(decision.categories)[:1000])
+        try:
+            await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning(
+                "cannot post to the moderation-log channel %s: %s",
+                settings.log_channel_id,
+                exc.status,
+            )
+
+    async def _submit(
+        self,
+        interaction: discord.Interaction,
+        request: Any,
+        *,
+        delivery: dict[str, Any],
+        parent: Job | None = None,
+        parent_image_index: int | None = None,
+    ) -> Job:
+        worker = self.services.worker
+        if worker is None:
+            raise UserInputError("the image worker is not running; ask an admin to check the bot")
+        guild = await self.guild_settings.get(interaction.guild_id)
+        cap = guild.cap_for(interaction.user.id)
+        if cap is not None and await self.store.count_active(interaction.user.id) >= cap:
+            raise UserInputError(
+                f"you already have {cap} jobs queued or running (this server's limit for you); "
+                "wait for one to finish or /cancel one"
+            )
+        roles = [r.id for r in getattr(interaction.user, "roles", [])]
+        credited = [interaction.user.id]
+        if parent is not None:
+            credited += [parent.user_id, *parent.credited_user_ids]
+        return await worker.submit(
+            request,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id,
+            parent_job_id=parent.id if parent else None,
+            parent_image_index=parent_image_index,
+            credited_user_ids=list(dict.fromkeys(credited)),
+            weight=guild.weight_for(roles),
+            delivery=interaction_delivery(interaction, **delivery),
+        )
+
+    # --- buttons, modal, reactions ----------------------------------------------------------
+
+    async def derive(
+        self,
+        interaction: discord.Interaction,
+        job_id: str,
+        kind: str,
+        *,
+        index: int | None = None,
+        strong: bool = False,
+        prompt: str | None = None,
+        deferred: bool = False,
+    ) -> None:
+        """Upscale, variation or reroll of a finished job, charged to whoever pressed."""
+        parent = await self.store.get_job(job_id)
+        private = bool(parent and parent.delivery.get("private"))
+        if not deferred:
+            await defer_thinking(interaction, ephemeral=private)
+        try:
+            parent = await self._usable_parent(interaction, parent, job_id)
+            request, extra = await self._derived_request(parent, kind, index, strong, prompt)
+            extra.update(await self._gate(interaction, request.prompt))
+            await self._submit(
+                interaction,
+                request,
+                parent=parent,
+                parent_image_index=index,
+                delivery={"private": private, **extra},
+            )
+        except UserInputError as exc:
+            await self.refuse(interaction, str(exc))
+
+    async def _usable_parent(
+        self, interaction: discord.Interaction, parent: Job | None, job_id: str
+    ) -> Job:
+        if parent is None or parent.delivery.get("deleted"):
+            raise UserInputError(f"job {job_id} was deleted, so its buttons no longer work")
+        if parent.status != JobStatus.DONE:
+            raise UserInputError(f"job {job_id} has no images ({parent.status.value})")
+        if await self._banned(interaction.guild_id, interaction.user.id):
+            raise UserInputError("you are banned from using this bot on this server")
+        if interaction.user.id != parent.user_id:
+            policy = await gate.policy_for(
+                self.store, self.settings, interaction.guild_id, interaction.channel_id
+            )
+            if not policy.others_can_press_buttons:
+                raise UserInputError(
+                    "on this server only the person who made an image can press its buttons"
+                )
+        return parent
+
+    async def _derived_request(
+        self, parent: Job, kind: str, index: int | None, strong: bool, prompt: str | None
+    ) -> tuple[Any, dict[str, Any]]:
+        from generation.request import GenerationRequest
+
+        engine = self.services.engine
+        shown_prompt = (
+            prompt
+            if prompt is not None
+            else parent.delivery.get("prompt") or parent.params.get("prompt", "")
+        )
+        extra: dict[str, Any] = {
+            "prompt": shown_prompt,
+            "summary": parent.delivery.get("summary", ""),
+        }
+        base = await asyncio.to_thread(GenerationRequest.from_params, parent.params)
+        base = base.replace(init_image=None, kind="imagine")
+        if prompt is not None:
+            params = parse_prompt(prompt, max_chars=self.settings.model.max_prompt_chars)
+            base = base.replace(prompt=params.styled().prompt)
+            extra["remix"] = True
+            extra["summary"] = params.summary() or extra["summary"]
+        if kind == "reroll":
+            return await asyncio.to_thread(engine.reroll_request, base), extra
+        image = await self._parent_image(parent, index or 0)
+        if kind == "upscale":
+            return base.replace(init_image=image, kind="upscale", count=1, seed=None), extra
+        extra["strong"] = strong
+        request = await asyncio.to_thread(
+            lambda: engine.variation_request(base, image, strong=strong)
+        )
+        return request, extra
+
+    async def _parent_image(self, parent: Job, index: int) -> Any:
+        record = await self.store.get_image(parent.id, index)
+        if record is None:
+            raise UserInputError(f"job {parent.id} has no image {index + 1}")
+        if gate.image_blocked(record):
+            raise UserInputError(f"image {index + 1} of job {parent.id} was withheld by moderation")
+        return await asyncio.to_thread(load_image, record.path, what=f"image {index + 1}")
+
+    async def open_remix(self, interaction: discord.Interaction, job_id: str) -> None:
+        from bot.views import RemixModal
+
+        parent = await self.store.get_job(job_id)
+        if parent is None or parent.delivery.get("deleted") or parent.status != JobStatus.DONE:
+            await interaction.response.send_message(
+                f"job {job_id} was deleted or has no images, so it cannot be remixed",
+                ephemeral=True,
+            )
+            return
+        prompt = parent.delivery.get("prompt") or parent.params.get("prompt", "")
+        summary = parent.delivery.get("summary", "")
+        count = int(parent.params.get("count") or 1)
+        await interaction.response.send_modal(
+            RemixModal(job_id, f"{prompt} {summary}".strip(), count)
+        )
+
+    async def remix_submitted(
+        self,
+        interaction: discord.Interaction,
+        job_id: str,
+        prompt: str,
+        image_field: str,
+        count: int,
+    ) -> None:
+        parent = await self.store.get_job(job_id)
+        private = bool(parent and parent.delivery.get("private"))
+        await defer_thinking(interaction, ephemeral=private)
+        try:
+            words = (image_field or "").lower().split()
+            if not words:
+                await self.derive(interaction, job_id, "reroll", prompt=prompt, deferred=True)
+                return
+            if not words[0].isdigit() or not 1 <= int(words[0]) <= count:
+                raise UserInputError(
+                    f"'vary image' must be a number from 1 to {count}, e.g. 2 or 2 strong"
+                )
+            strong = len(words) > 1 and words[1].startswith("str")
+            await self.derive(
+                interaction,
+                job_id,
+                "variation",
+                index=int(words[0]) - 1,
+                strong=strong,
+                prompt=prompt,
+                deferred=True,
+            )
+        except UserInputError as exc:
+            await self.refuse(interaction, str(exc))
+
+    async def delete(self, interaction: discord.Interaction, job_id: str) -> None:
+        job = await self.store.get_job(job_id)
+        if job is None:
+            await interaction.response.send_message(f"there is no job {job_id}", ephemeral=True)
+            return
+        perms = getattr(interaction, "permissions", None)
+        moderator = bool(perms and (perms.manage_messages or perms.manage_guild))
+        if interaction.user.id != job.user_id and not moderator:
+            await interaction.response.send_message(
+                "only the person who made this image or a moderator can delete it", ephemeral=True
+            )
+            return
+        await interaction.response.defer()
+        await self.store.update_delivery(
+            job_id, {"deleted": True, "deleted_by": interaction.user.id}
+        )
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException as exc:
+            await interaction.followup.send(
+                f"could not delete the message ({exc.status})", ephemeral=True
+            )
+
+    async def reaction(self, payload: discord.RawReactionActionEvent) -> None:
+        """Emoji shortcuts on a result: reroll, upscale image 1, vary image 1."""
+        kind = REACTIONS.get(str(payload.emoji))
+        if kind is None or payload.user_id == getattr(self.client.user, "id", None):
+            return
+        if payload.member is not None and payload.member.bot:
+            return
+        job_id = await self.store.get_value(f"{MESSAGE_KEY}{payload.message_id}")
+        if job_id is None:
+            return
+        channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
+        actor = _ReactionActor(payload, self.client.get_channel(payload.channel_id) or channel)
+        try:
+            parent = await self._usable_parent(actor, await self.store.get_job(job_id), job_id)  # type: ignore[arg-type]
+            request, extra = await self._derived_request(
+                parent, kind, 0 if kind != "reroll" else None, False, None
+            )
+            extra.update(await self._gate(actor, request.prompt))  # type: ignore[arg-type]
+            placeholder = await channel.send(
+                f"<@{payload.user_id}> {kind} of job `{job_id}` is queued\u2026",
+                allowed_mentions=discord.AllowedMentions.none(),
+            )
+            extra["channel_message_id"] = placeholder.id
+            await self._submit(
+                actor,
+                request,
+                parent=parent,  # type: ignore[arg-type]
+                parent_image_index=0 if kind != "reroll" else None,
+                delivery={"private": False, **extra, "token": None},
+            )
+        except UserInputError as exc:
+            await channel.send(
+                f"<@{payload.user_id}> {exc}",
+                delete_after=30,
+                allowed_mentions=discord.AllowedMentions(users=[discord.Object(payload.user_id)]),
+            )
+
+    # --- replies ----------------------------------------------------------------------------------
+
+    async def refuse(self, interaction: discord.Interaction, message: str) -> None:
+        """An ephemeral refusal after a defer: the public "thinking" message is removed."""
+        await self.reply_error(interaction, message)
+
+    async def reply_error(self, interaction: discord.Interaction, message: str) -> None:
+        message = message[:1900]
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(message, ephemeral=True)
+                return
+            if interaction.extras.get("thinking"):
+                if interaction.extras.get("ephemeral"):
+                    await interaction.edit_original_response(content=message)
+                    return
+                try:
+                    await interaction.delete_original_response()
+                except discord.HTTPException:
+                    pass
+            await interaction.followup.send(message, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not tell the user about an error (%s): %s", exc.status, message)
+
+    # --- user commands ----------------------------------------------------------------------------
+
+    async def queue_text(self, user_id: int) -> str:
+        from bot import info
+
+        return await info.queue_text(self, user_id)
+
+    async def cancel(self, interaction: discord.Interaction, job_id: str | None) -> str:
+        worker = self.services.worker
+        if job_id is None:
+            mine = await self.store.jobs_for_user(
+                interaction.user.id, statuses=[JobStatus.QUEUED, JobStatus.RUNNING], limit=1
+            )
+            if not mine:
+                return "you have no queued or running jobs"
+            job_id = mine[0].id
+        job_id = job_id.strip().lower()
+        try:
+            cancelled = await worker.cancel(job_id, user_id=interaction.user.id)
+        except UserInputError as exc:
+            return str(exc)
+        if not cancelled:
+            return f"job `{job_id}` is already finished (or being saved) and cannot be cancelled"
+        job = await self.store.get_job(job_id)
+        if job is not None:
+            await self.progress.settle(job_id)
+            self.progress.update(job, f"Cancelled by <@{interaction.user.id}>.", force=True)
+        return f"job `{job_id}` cancelled"
+
+    async def update_user_settings(self, user_id: int, **changes: Any) -> str:
+        from dataclasses import replace
+
+        current = await self.user_settings.get(user_id)
+        updates = {k: v for k, v in changes.items() if v is not None}
+        if updates:
+            current = replace(current, **updates)
+            await self.user_settings.set(user_id, current)
+        return (
+            f"Your defaults: aspect ratio **{current.aspect_ratio or 'model default'}**, "
+            f"private replies **{'on' if current.private else 'off'}**, "
+            f"style **{current.style or 'none'}**."
+            + ("" if updates else " Set them with the options of /settings.")
+        )
+
+    async def show(self, interaction: discord.Interaction, job_id: str) -> None:
+        from bot import info
+
+        await info.show(self, interaction, job_id)
+
+    async def stats_text(self, guild_id: int | None) -> str:
+        from bot import info
+
+        return await info.stats_text(self, guild_id)
+
+
+class _ReactionActor:
+    """Just enough of an ``Interaction`` for ``_submit`` and the checks, for reaction shortcuts."""
+
+    def __init__(self, payload: discord.RawReactionActionEvent, channel: Any) -> None:
+        self.user = payload.member or discord.Object(payload.user_id)
+        self.guild_id = payload.guild_id
+        self.channel_id = payload.channel_id
+        self.channel = channel
+        self.application_id = None
+        self.token = None
+        self.filesize_limit = None
+
+
+def _is_nsfw(channel: Any) -> bool:
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    try:
+        return bool(is_nsfw()) if callable(is_nsfw) else False
+    except Exception:  # noqa: BLE001 - partial channels may not know
+        return False
+
+
+async def defer_thinking(interaction: discord.Interaction, *, ephemeral: bool) -> None:
+    """Acknowledge at once (Discord allows 3 s) with a "thinking" message the job later edits."""
+    interaction.extras["thinking"] = True
+    interaction.extras["ephemeral"] = ephemeral
+    await interaction.response.defer(ephemeral=ephemeral, thinking=True)

@@ -1,0 +1,145 @@
+"""Answers to /queue, /show and /stats: read-only views of the store and the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.delivery import DEFAULT_UPLOAD_LIMIT, choose_files, is_blocked, result_content
+from bot.progress import _duration
+from bot.views import result_view
+from generation.errors import UserInputError
+from generation.jobs import JobStatus
+
+if TYPE_CHECKING:
+    from bot.actions import Actions
+
+log = logging.getLogger(__name__)
+
+
+async def queue_text(actions: Actions, user_id: int) -> str:
+    worker = actions.services.worker
+    mine = await actions.store.jobs_for_user(
+        user_id, statuses=[JobStatus.QUEUED, JobStatus.RUNNING], limit=25
+    )
+    estimates = worker.estimates() if worker is not None else {}
+    total = len(worker.scheduler) if worker is not None else 0
+    lines = [f"**Queue:** {total} job{'s' if total != 1 else ''} waiting."]
+    if not mine:
+        lines.append("You have no queued or running jobs.")
+    for job in sorted(mine, key=lambda j: j.seq):
+        prompt = (job.delivery.get("prompt") or job.params.get("prompt", ""))[:60]
+        if job.status == JobStatus.RUNNING:
+            where = "running now"
+        elif (est := estimates.get(job.id)) is not None:
+            where = f"position {est.position}, starts in about {_duration(est.eta_s)}"
+        else:
+            where = "queued"
+        lines.append(f"`{job.id}` {job.kind.value}: {where} \u2014 {prompt}")
+    return "\n".join(lines)[:2000]
+
+
+async def show(actions: Actions, interaction: discord.Interaction, job_id: str) -> None:
+    """Post a finished result again, with working buttons (e.g. after it scrolled away)."""
+    from bot.actions import MESSAGE_KEY, defer_thinking
+
+    job = await actions.store.get_job(job_id.strip().lower())
+    private = bool(job and job.delivery.get("private"))
+    await defer_thinking(interaction, ephemeral=private)
+    try:
+        if job is None or job.delivery.get("deleted"):
+            raise UserInputError(f"there is no job {job_id} (it may have been deleted)")
+        if job.status != JobStatus.DONE:
+            raise UserInputError(f"job {job.id} has no images ({job.status.value})")
+        if private and job.user_id != interaction.user.id:
+            raise UserInputError(f"job {job.id} was private to the person who made it")
+        images = await actions.store.images_for_job(job.id)
+        parent = await actions.store.get_job(job.parent_job_id) if job.parent_job_id else None
+        limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
+        files = await asyncio.to_thread(choose_files, job, images, limit)
+        shown = [img for img in images if not is_blocked(img)]
+        kwargs: dict[str, Any] = {
+            "content": result_content(job, parent, images),
+            "attachments": [f.to_file() for f in files],
+            "allowed_mentions": discord.AllowedMentions.none(),
+        }
+        if shown:
+            kwargs["view"] = result_view(job.id, len(shown), kind=job.kind.value)
+        message = await interaction.edit_original_response(**kwargs)
+        await actions.store.set_value(f"{MESSAGE_KEY}{message.id}", job.id)
+    except UserInputError as exc:
+        await actions.refuse(interaction, str(exc))
+
+
+class EnergyMeter:
+    """Energy per image from the GPU's own counter (NVML), where the hardware reports it."""
+
+    def __init__(self) -> None:
+        self.start_mj = self._read_mj()
+        self.start_time = time.time()
+        self.start_images: int | None = None
+
+    @staticmethod
+    def gpu_name() -> str:
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return torch.cuda.get_device_name(0)
+            if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+                return "Apple GPU (MPS)"
+        except Exception:  # noqa: BLE001 - stats must never fail
+            pass
+        return "CPU (no GPU)"
+
+    @staticmethod
+    def _read_mj() -> int | None:
+        try:
+            import pynvml  # nvidia-ml-py; optional
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
+            return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+        except Exception:  # noqa: BLE001 - not installed, no NVIDIA GPU, or not supported
+            return None
+
+    def wh_per_image(self, images_now: int) -> float | None:
+        now_mj = self._read_mj()
+        if now_mj is None or self.start_mj is None or self.start_images is None:
+            return None
+        made = images_now - self.start_images
+        if made <= 0:
+            return None
+        return (now_mj - self.start_mj) / 3.6e6 / made  # mJ -> Wh
+
+
+async def count_images(actions: Actions, guild_id: int | None = None) -> int:
+    if guild_id is None:
+        sql, args = "SELECT COUNT(*) FROM images", ()
+    else:
+        sql = "SELECT COUNT(*) FROM images JOIN jobs ON jobs.id = images.job_id WHERE jobs.guild_id = ?"
+        args = (guild_id,)
+    async with actions.store.db.execute(sql, args) as cur:
+        return int((await cur.fetchone())[0])
+
+
+async def stats_text(actions: Actions, guild_id: int | None) -> str:
+    meter: EnergyMeter = actions.energy
+    total = await count_images(actions)
+    here = await count_images(actions, guild_id) if guild_id is not None else total
+    worker = actions.services.worker
+    queued = len(worker.scheduler) if worker is not None else 0
+    wh = meter.wh_per_image(total)
+    energy = (
+        f"{wh:.3f} Wh per image (GPU counter, since start)" if wh is not None else "not available"
+    )
+    return (
+        f"**Images made:** {here} on this server, {total} in all\n"
+        f"**Queue:** {queued} waiting\n"
+        f"**GPU:** {meter.gpu_name()}\n"
+        f"**Energy:** {energy}"
+    )

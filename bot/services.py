@@ -1,0 +1,22 @@
+"""What the bot works with, gathered in one object so the client, cogs and tests share it.
+
+The bot owns none of these: ``runner.py`` (or a test) builds them, and the same store can be
+handed to a second bot after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from generation.config import Settings
+from generation.store import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    engine: Any  # generation.engine.Engine
+    worker: Any = None  # generation.worker.Worker; the bot registers itself as its listener
+    extra: dict[str, Any] = field(default_factory=dict)
