@@ -55,6 +55,15 @@ def job_context(job_id: str | None) -> Iterator[None]:
         _job_id.reset(token)
 
 
+def bind_job_id(job_id: str | None) -> None:
+    """Tag the rest of the current asyncio task with ``job_id``.
+
+    Safe without a reset because every task runs in its own copy of the context; use
+    ``job_context`` anywhere else.
+    """
+    _job_id.set(job_id)
+
+
 def current_job_id() -> str | None:
     return _job_id.get()
 

@@ -323,6 +323,13 @@ def watch_worker(worker: Any) -> None:
     health.worker_started()
 
 
+def worker_stopped() -> None:
+    """Called by ``Worker.stop()``: health turns 503 and the queue gauge stops following it."""
+    _watch.scheduler = None
+    health.watch_work(None)
+    health.worker_stopped()
+
+
 def observe_job_event(method: str, job: Any, *rest: Any) -> None:
     """Called by the worker for every listener event (``on_started``, ``on_done``, ...)."""
     try:

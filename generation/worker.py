@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ from generation.jobs import (
     ProcessedImage,
     new_job_id,
 )
+from generation.logging_setup import bind_job_id, job_context
 from generation.scheduler import Entry, Scheduler
 from generation.store import Recovery, Store
 
@@ -255,7 +257,7 @@ class Worker:
         self._tasks = []
         for pool in (self._gpu, self._prep, self._post):
             pool.shutdown(wait=True)
-        metrics.health.worker_stopped()
+        metrics.worker_stopped()
 
     async def join(self) -> None:
         """Wait until the queue is empty and every picked job has been reported."""
@@ -433,7 +435,8 @@ class Worker:
         while (batch := await self._ready.get()) is not None:
             self._ahead.release()
             try:
-                await self._generate(batch)
+                with job_context(",".join(w.job.id for w in batch.works)):  # log lines name jobs
+                    await self._generate(batch)
             except Exception:  # noqa: BLE001 - the store failing must not kill the GPU loop
                 log.exception("GPU loop: recording a batch failed")
 
@@ -541,6 +544,7 @@ class Worker:
 
     async def _postprocess(self, work: _Work) -> None:
         job = work.job
+        bind_job_id(job.id)  # this task's log lines (and its thread's) carry the job id
         try:
             try:
                 processed = await self._run_in(self._post, self.postprocess, job, work.result)
@@ -656,7 +660,8 @@ class Worker:
         return left
 
     async def _run_in(self, pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        ctx = contextvars.copy_context()  # the thread logs with the caller's job id
+        return await asyncio.get_running_loop().run_in_executor(pool, ctx.run, fn, *args)
 
     def _notify(self, method: str, *args: Any) -> None:
         """Call a listener method in its own task (used from callbacks and hot paths)."""
@@ -667,7 +672,8 @@ class Worker:
     async def _call_listener(self, method: str, *args: Any) -> None:
         metrics.observe_job_event(method, *args)
         try:
-            await getattr(self.listener, method)(*args)
+            with job_context(getattr(args[0], "id", None) if args else None):
+                await getattr(self.listener, method)(*args)
         except Exception:  # noqa: BLE001 - a Discord hiccup must not stop the queue
             log.exception("listener %s failed", method)
 

@@ -175,3 +175,36 @@ def test_bad_log_level_is_a_clear_error():
 def test_redactor_ignores_short_secrets_and_masks_longest_first():
     redact = Redactor(["abc", "supersecretvalue", "supersecretvalue-extended"])
     assert redact("abc supersecretvalue-extended") == f"abc {REDACTED}"
+
+
+async def test_worker_log_lines_carry_the_job_id(capture, tmp_path, tiny_engine, tiny_settings):
+    """Lines logged in the post-processing thread and by the bot's listener name their job."""
+    from generation.request import GenerationRequest
+    from generation.store import Store
+    from generation.worker import NullListener, Worker, save_pngs
+
+    settings = tiny_settings.model_copy(update={"data_dir": tmp_path})
+    buf = capture(log_json=True)
+    save = save_pngs(settings.images_dir)
+
+    def postprocess(job, result):
+        logging.getLogger("moderation.postprocess").info("checking images")  # in a thread
+        return save(job, result)
+
+    class Listener(NullListener):
+        async def on_done(self, job, images) -> None:
+            logging.getLogger("bot.delivery").info("delivering")
+
+    store = await Store.open(settings.db_path)
+    worker = Worker(store, tiny_engine, settings, postprocess=postprocess, listener=Listener())
+    try:
+        await worker.start()
+        job = await worker.submit(GenerationRequest("a fox", seed=1, count=1, steps=2), user_id=1)
+        await worker.join()
+    finally:
+        await worker.stop()
+        await store.close()
+    entries = [json.loads(line) for line in lines(buf)]
+    by_message = {e["message"]: e.get("job_id") for e in entries}
+    assert by_message["checking images"] == job.id
+    assert by_message["delivering"] == job.id
