@@ -188,6 +188,10 @@ class Health:
     Healthy means: the gateway is connected, the worker is running, and if the worker has work
     its last heartbeat is younger than ``stale_after_s`` (an idle worker waiting for jobs is
     fine however long it waits). The worker calls ``worker_beat()`` at every step.
+
+    The gateway counts once something reports it (``watch_gateway``/``expect_gateway``/
+    ``set_gateway``); until then it shows as "not reported", so a process without a Discord
+    connection (or a bot that does not report it) is judged by its worker alone.
     """
 
     def __init__(
@@ -211,11 +215,17 @@ class Health:
 
     def reset(self) -> None:
         with self._lock:
-            self._gateway = "not connected yet"
+            self._gateway = "not reported"
             self._worker = "not started"
             self._busy = False
             self._last_beat: float | None = None
         GATEWAY_CONNECTED.set(0)
+
+    def expect_gateway(self) -> None:
+        """From now on the gateway must be connected for the process to be healthy."""
+        with self._lock:
+            if self._gateway == "not reported":
+                self._gateway = "not connected yet"
 
     def set_gateway(self, connected: bool) -> None:
         with self._lock:
@@ -253,7 +263,7 @@ class Health:
         if self._has_work is not None and worker == "alive":
             busy = bool(self._has_work())
         problems = []
-        if self.require_gateway and gateway != "connected":
+        if self.require_gateway and gateway not in ("connected", "not reported"):
             problems.append(f"Discord gateway {gateway}")
         if worker != "alive":
             problems.append(f"worker {worker}")
@@ -350,6 +360,7 @@ def watch_gateway(bot: Any, *, health: Health = health) -> None:
     async def disconnected(*_: Any) -> None:
         health.set_gateway(False)
 
+    health.expect_gateway()
     bot.add_listener(connected, "on_ready")
     bot.add_listener(connected, "on_resumed")
     bot.add_listener(disconnected, "on_disconnect")

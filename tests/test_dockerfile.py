@@ -153,7 +153,7 @@ async def test_healthcheck_command_follows_healthz():
         return await proc.wait()
 
     try:
-        assert await run_check() != 0  # not connected yet
+        assert await run_check() != 0  # worker not started yet
         health.set_gateway(True)
         health.worker_started()
         assert await run_check() == 0

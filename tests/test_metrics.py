@@ -126,12 +126,24 @@ async def test_healthz_follows_gateway_and_worker(server):
     assert status == 503 and '"worker": "stopped"' in body
 
 
+def test_gateway_counts_once_reported():
+    health = Health()
+    health.worker_started()
+    ok, details = health.status()
+    assert ok and details["gateway"] == "not reported"  # e.g. a worker-only process
+    health.expect_gateway()
+    ok, details = health.status()
+    assert not ok and details["problems"] == ["Discord gateway not connected yet"]
+    health.set_gateway(True)
+    assert health.status()[0]
+
+
 def test_health_without_gateway_requirement():
     health = Health(require_gateway=False)
     assert not health.status()[0]
     health.worker_started()
     ok, details = health.status()
-    assert ok and details["gateway"] == "not connected yet"
+    assert ok and details["gateway"] == "not reported"
 
 
 def test_busy_fraction_over_sliding_window():
