@@ -199,6 +199,17 @@ def test_compose_volumes_match_the_image():
     assert set(mounts.values()) <= set(doc["volumes"]), "named volumes survive upgrades"
 
 
+def test_compose_environment_is_valid_configuration(monkeypatch):
+    env = {**env_of(stages()[-1]), **compose()["services"]["bot"]["environment"]}
+    for key, value in env.items():
+        if key.startswith("IMAGINE_"):
+            monkeypatch.setenv(key, str(value))
+    monkeypatch.delenv("IMAGINE_CONFIG", raising=False)
+    settings = load_settings()
+    assert str(settings.discord.token_file) == "/run/secrets/discord_token"
+    assert settings.ops.metrics_enabled and settings.ops.metrics_host == "0.0.0.0"
+
+
 def test_compose_token_is_a_secret_file_and_metrics_stay_local():
     doc = compose()
     bot = doc["services"]["bot"]
