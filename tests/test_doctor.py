@@ -310,6 +310,14 @@ class FakeHub(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture
+def online(monkeypatch):
+    """These tests talk to the loopback hub even where HF_HUB_OFFLINE is set for the suite."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 @pytest.fixture(scope="module")
 def hub() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
@@ -328,13 +336,13 @@ def hub() -> Iterator[str]:
         ("acme/llm", "fail", "not a diffusers pipeline"),
     ],
 )
-def test_hub_model_lookup(tmp_path, hub, name, status, text):
+def test_hub_model_lookup(tmp_path, hub, online, name, status, text):
     settings = make_settings(tmp_path, model={"name": name, "cache_dir": tmp_path / "hf"})
     check = doctor.check_model(settings, endpoint=hub)
     assert check.status == status and text in check.message
 
 
-def test_unreachable_hub_warns_in_doctor_and_fails_at_startup(tmp_path):
+def test_unreachable_hub_warns_in_doctor_and_fails_at_startup(tmp_path, online):
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -351,6 +359,16 @@ def test_unreachable_hub_warns_in_doctor_and_fails_at_startup(tmp_path):
     assert strict.status == "fail" and "connect this machine" in strict.fix
     offline = doctor.check_model(settings, online=False)
     assert offline.status == "warn" and "not in the model cache" in offline.message
+
+
+def test_hf_hub_offline_mode_is_respected(tmp_path, hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    settings = make_settings(tmp_path, model={"name": "acme/dream", "cache_dir": tmp_path / "hf"})
+    check = doctor.check_model(settings, endpoint=hub)  # the hub would say "exists"
+    assert check.status == "warn" and "offline mode" in check.message
+    assert doctor.check_model(settings, endpoint=hub, strict=True).status == "fail"
 
 
 # --- moderation models ----------------------------------------------------------------------
