@@ -584,6 +584,49 @@ class Actions:
 
         await info.show(self, interaction, job_id)
 
+    async def provenance(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
+        """ "Who made this?": watermark, file hash or metadata, looked up in this store."""
+        from moderation.provenance import format_lookup, lookup
+
+        await defer_thinking(interaction, ephemeral=True)
+        try:
+            if image.size > MAX_INPUT_BYTES:
+                raise UserInputError(
+                    f"the image is {image.size / 2**20:.1f} MiB; "
+                    f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
+                )
+            try:
+                data = await image.read()
+            except discord.HTTPException as exc:
+                raise UserInputError(f"could not download the image ({exc.status})") from None
+            result = await lookup(self.store, data)
+        except UserInputError as exc:
+            await self.refuse(interaction, str(exc))
+            return
+        perms = interaction.permissions
+        if result.job is None:
+            text = "No image made by this bot matches (no watermark, hash or metadata match).\n"
+            text += format_lookup(result)
+        elif (
+            perms.manage_guild
+            or perms.manage_messages
+            or result.job["user_id"] == interaction.user.id
+        ):
+            text = format_lookup(result)
+        else:
+            job = result.job
+            stored = await self.store.get_job(job["id"])
+            private = bool(stored and stored.delivery.get("private"))
+            text = (
+                f"Made with this bot by <@{job['user_id']}> (job `{job['id']}`, {job['kind']}, "
+                f"{job.get('created_at_utc', '?')}), matched by {result.matched_by}."
+            )
+            if not private:
+                text += f"\nprompt: {(job.get('params') or {}).get('prompt', '?')}"
+        await interaction.edit_original_response(
+            content=text[:2000], allowed_mentions=discord.AllowedMentions.none()
+        )
+
     async def stats_text(self, guild_id: int | None) -> str:
         from bot import info
 

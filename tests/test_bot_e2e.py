@@ -132,7 +132,7 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     harness: Harness,
 ) -> None:
     emu = harness.emu
-    iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7")
+    iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7 --steps 2")
     inter = await emu.wait_for_response(iid, timeout=3)
     assert inter.acknowledged
     result = await harness.result_of(iid)
@@ -148,3 +148,71 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     assert not emu.violations
     job = await harness.delivered(iid)
     assert job.status == JobStatus.DONE
+
+
+async def test_provenance_names_the_job_of_a_delivered_image(harness: Harness) -> None:
+    emu = harness.emu
+    iid = await harness.imagine("a red fox in snow --count 1 --steps 2")
+    result = await harness.result_of(iid)
+    job = await harness.delivered(iid)
+    png = result.attachments[0].data
+    ask = await emu.send_slash(
+        "provenance", {"image": emu.upload("found-online.png", png)}, user=emu.bob
+    )
+    answer = await emu.wait_for(
+        lambda: (m := emu.original_message(ask)) and job.id in m.content and m, 60, "provenance"
+    )
+    assert answer.ephemeral
+    assert f"<@{emu.alice.id}>" in answer.content
+
+
+async def test_collaboration_upscale_variation_reroll_remix_and_reaction(harness: Harness) -> None:
+    emu = harness.emu
+    iid = await harness.imagine("a paper boat on a pond --count 2 --steps 2 --seed 3")
+    grid = await harness.result_of(iid)
+    parent = await harness.delivered(iid)
+
+    # U2 by the author: an upscale of image 2, twice the size.
+    up = await emu.click(grid, f"ib:u:{parent.id}:1", user=emu.alice)
+    up_msg = await harness.result_of(up)
+    upscaled = await harness.delivered(up)
+    assert upscaled.kind.value == "upscale" and upscaled.parent_image_index == 1
+    big = Image.open(io.BytesIO(up_msg.attachments[0].data))
+    assert big.width == 2 * parent.params["width"]
+    assert "Upscale of" in up_msg.content and "image 2" in up_msg.content
+
+    # V1 by someone else: charged to bob, credited to both, and it says whose image it varies.
+    v1 = await emu.click(grid, f"ib:v:{parent.id}:0:s", user=emu.bob)
+    v1_msg = await harness.result_of(v1)
+    variation = await harness.delivered(v1)
+    assert variation.user_id == emu.bob.id
+    assert set(variation.credited_user_ids) == {emu.alice.id, emu.bob.id}
+    assert f"Variation of <@{emu.alice.id}>'s image 1 by <@{emu.bob.id}>" in v1_msg.content
+
+    # A reaction is a shortcut for reroll; the result replaces the bot's "queued" message.
+    await emu.add_reaction(
+        grid, "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}", emu.bob
+    )
+    rerolled = await emu.wait_for_message(
+        lambda m: m.interaction_id is None and m.attachments and "Reroll of" in m.content, 120
+    )
+    assert f"<@{emu.bob.id}>" in rerolled.content
+
+    # Remix: a modal to edit the prompt, then new images with it.
+    opened = await emu.click(grid, f"ib:m:{parent.id}", user=emu.bob)
+    await emu.wait_for(lambda: emu.interaction(opened).modal, 10, "remix modal")
+    modal = emu.interaction(opened).modal
+    prompt_id = modal["components"][0]["components"][0]["custom_id"]
+    sub = await emu.submit_modal(
+        opened, {prompt_id: "a paper boat on a stormy sea --steps 2"}, user=emu.bob
+    )
+    remix_msg = await harness.result_of(sub)
+    remixed = await harness.delivered(sub)
+    assert remixed.params["prompt"].startswith("a paper boat on a stormy sea")
+    assert "Remix" in remix_msg.content
+    assert not [v for v in emu.violations if v.rule != "heartbeat-late"]
+
+    # The author deletes the original; its buttons then answer with a clear message.
+    gone = await emu.click(grid, f"ib:d:{parent.id}", user=emu.alice)
+    await emu.wait_for(lambda: emu.store[grid.id].deleted, 10, "deleted grid")
+    assert emu.interaction(gone).acknowledged
