@@ -33,6 +33,7 @@ STRONG_STRENGTH = 0.65
 UPSCALE_STRENGTH = 0.3
 UPSCALE_FACTOR = 2
 TILE_OVERLAP = 32
+VAE_TILING_PIXELS = 1024 * 1024
 
 # Fixed latent -> RGB projection for SD-family 4-channel latents (a well-known least-squares fit):
 # previews without running the VAE.
@@ -304,6 +305,11 @@ class Engine:
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled before start")
         pipe = self.img2img if init_images else self.txt2img
+        # Large images (upscales) decode tile by tile; normal sizes decode whole (no seams).
+        if first.width * first.height > VAE_TILING_PIXELS:
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
         pipe.scheduler = make_scheduler(self._scheduler_config, first.scheduler)
         self.img2img.scheduler = pipe.scheduler
         kwargs: dict[str, Any] = {

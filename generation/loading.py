@@ -143,40 +143,55 @@ def _load_from_source(cfg: ModelSettings, dtype: torch.dtype) -> DiffusionPipeli
 
 
 def load_model(cfg: ModelSettings) -> LoadedModel:
-    """Load, place on the device, and pair the pipeline with an img2img view of the same modules."""
+    """Load the configured model onto its device, ready to serve."""
     device = pick_device(cfg.device)
     dtype = pick_dtype(device, cfg.dtype)
+    if cfg.lora is not None and not Path(cfg.lora).exists():
+        raise UserInputError(f"LoRA file {cfg.lora} (model.lora) does not exist")
     if cfg.name == TINY_NAME:
         pipe = build_tiny_pipeline(cfg.cache_dir / "tiny-tokenizer" if cfg.cache_dir else None)
-        pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
     else:
         pipe = _load_from_source(cfg, dtype)
+    return prepare(pipe, cfg, name=cfg.name, device=device, dtype=dtype)
+
+
+def prepare(
+    pipe: DiffusionPipeline,
+    cfg: ModelSettings,
+    *,
+    name: str,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> LoadedModel:
+    """Place a pipeline on the device, apply LoRA and speed-ups, and pair it with an img2img
+    view of the same modules (also used by the benchmark's random real-size models)."""
+    if any(p.dtype != dtype for p in pipe.unet.parameters()):
+        pipe.to(device=device, dtype=dtype)
+    else:
         pipe.to(device)
     if getattr(pipe, "safety_checker", None) is not None:
         # Moderation is done by moderation/ with the server's policy, not by a black square.
         pipe.safety_checker = None
     if cfg.lora is not None:
-        if not Path(cfg.lora).exists():
-            raise UserInputError(f"LoRA file {cfg.lora} does not exist")
         pipe.load_lora_weights(str(cfg.lora))
         pipe.fuse_lora(lora_scale=cfg.lora_scale)
     pipe.vae.enable_slicing()  # decode one image at a time: less peak memory for batches
-    if device.type == "cuda":
-        pipe.vae.enable_tiling()  # large images (upscales) decode tile by tile
-        if cfg.channels_last:
-            pipe.unet.to(memory_format=torch.channels_last)
-        if cfg.compile:
-            pipe.unet = torch.compile(pipe.unet)
+    if device.type == "cuda" and cfg.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
+    defaults = detect_defaults(pipe, name)
     img2img = AutoPipelineForImage2Image.from_pipe(pipe)
     img2img.set_progress_bar_config(disable=True)
+    if device.type == "cuda" and cfg.compile:
+        # One compiled UNet shared by both pipelines; the first run of each new shape compiles.
+        pipe.unet = img2img.unet = torch.compile(pipe.unet)
     return LoadedModel(
         txt2img=pipe,
         img2img=img2img,
-        defaults=detect_defaults(pipe, cfg.name),
+        defaults=defaults,
         device=device,
         dtype=dtype,
-        name=cfg.name,
+        name=name,
     )
 
 

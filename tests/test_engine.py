@@ -281,3 +281,42 @@ def test_bad_request_is_rejected_before_running(tiny_engine: Engine, unet_calls)
     with pytest.raises(UserInputError, match="steps is 10000"):
         tiny_engine.generate([GenerationRequest("a", steps=10_000)])
     assert unet_calls == []
+
+
+def test_guidance_zero_runs_without_classifier_free_guidance(tiny_engine: Engine):
+    req = GenerationRequest("a", seed=1, count=2, steps=2, guidance=0.0)
+    with_negative = tiny_engine.generate([req.replace(negative_prompt="ignored at guidance 0")])[0]
+    plain = tiny_engine.generate([req])[0]
+    assert all(same(a, b) for a, b in zip(with_negative.images, plain.images, strict=True))
+
+
+def test_local_diffusers_folder_loads_the_same_model(tiny_engine: Engine, tmp_path):
+    from generation.config import Settings
+
+    tiny_engine.txt2img.save_pretrained(tmp_path / "model")
+    local = Engine.load(Settings(model={"name": str(tmp_path / "model"), "device": "cpu"}))
+    assert local.defaults.family == "sd1"  # a plain SD pipeline, found from its configs
+    assert local.txt2img.unet is local.img2img.unet
+    req = GenerationRequest(
+        "a fox", width=64, height=64, steps=2, guidance=5.0, scheduler="euler", seed=3, count=1
+    )
+    assert same(local.generate([req])[0].images[0], tiny_engine.generate([req])[0].images[0])
+
+
+def test_family_defaults_from_the_model(tiny_engine: Engine):
+    from generation.loading import detect_defaults
+
+    turbo = detect_defaults(tiny_engine.txt2img, "stabilityai/sd-turbo")
+    assert (turbo.family, turbo.steps, turbo.guidance) == ("sd-turbo", 2, 0.0)
+    sd = detect_defaults(tiny_engine.txt2img, "some/finetune")
+    assert (sd.family, sd.steps, sd.guidance) == ("sd1", 30, 7.0)
+
+
+def test_missing_lora_file_is_a_clear_error(tmp_path):
+    from generation.config import Settings
+
+    settings = Settings(
+        model={"name": "tiny", "device": "cpu", "lora": tmp_path / "style.safetensors"}
+    )
+    with pytest.raises(UserInputError, match="LoRA file .*style.safetensors .*does not exist"):
+        Engine.load(settings)
