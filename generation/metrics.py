@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -27,8 +28,11 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from generation.config import Settings
 
@@ -105,6 +109,43 @@ GATEWAY_CONNECTED = Gauge(
     "1 while the Discord gateway connection is up.",
     registry=REGISTRY,
 )
+# Memory, CPU and open files of the process (process_*), Python version (python_info).
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+
+class GpuMemoryCollector:
+    """CUDA memory at scrape time: what torch holds vs. what the card has, for OOM hunting.
+
+    Reads torch only if the engine already imported it and initialised CUDA, so scraping never
+    loads torch or creates a CUDA context by itself.
+    """
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return []  # values appear only on GPU machines; nothing to declare up front
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
+            return
+        family = GaugeMetricFamily(
+            "imagine_gpu_memory_bytes",
+            "CUDA memory by kind: allocated/reserved by torch, free/total on the device.",
+            labels=["device", "kind"],
+        )
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            for kind, value in (
+                ("allocated", torch.cuda.memory_allocated(index)),
+                ("reserved", torch.cuda.memory_reserved(index)),
+                ("free", free),
+                ("total", total),
+            ):
+                family.add_metric([str(index), kind], value)
+        yield family
+
+
+REGISTRY.register(GpuMemoryCollector())
 
 
 class BusyTracker:

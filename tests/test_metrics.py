@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import aiohttp
 import pytest
@@ -82,6 +83,13 @@ async def test_metrics_endpoint_serves_prometheus_text_that_moves(server):
     assert sample(after, "imagine_job_run_seconds_bucket", {"le": "0.5"}) >= 1
     for name in ("imagine_gpu_busy_fraction", "imagine_worker_heartbeat_timestamp_seconds"):
         assert sample(after, name) is not None
+
+    if sys.platform.startswith("linux"):
+        assert sample(after, "process_resident_memory_bytes") > 0  # process collector
+    import torch
+
+    if not torch.cuda.is_available():  # GPU memory only appears where CUDA is in use
+        assert sample(after, "imagine_gpu_memory_bytes") is None
 
     metrics.set_queue_lengths({123: 0})
     _, _, cleared = await get(server.url + "/metrics")
