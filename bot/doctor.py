@@ -524,6 +524,45 @@ def check_nudenet(model_path: Path | None = None) -> Check:
     return Check("nsfw model", "ok", "NudeNet NSFW detector loads")
 
 
+def in_container() -> bool:
+    """Docker and Podman leave these marker files in every container."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def check_metrics(settings: Settings, *, container: bool | None = None) -> Check:
+    """Metrics and /healthz say how busy the bot is and who is queued: keep them local."""
+    ops = settings.ops
+    if not ops.metrics_enabled:
+        return Check("metrics", "ok", "metrics endpoint off (ops.metrics_enabled=false)")
+    where = f"http://{ops.metrics_host}:{ops.metrics_port}/metrics and /healthz"
+    if _is_loopback(ops.metrics_host):
+        return Check("metrics", "ok", f"serving {where} (this machine only)")
+    if container if container is not None else in_container():
+        return Check(
+            "metrics",
+            "ok",
+            f"serving {where} inside a container; publish the port on 127.0.0.1 only "
+            "(compose.yaml does)",
+        )
+    return Check(
+        "metrics",
+        "warn",
+        f"serving {where}: other machines can read the queue and health",
+        "set ops.metrics_host to 127.0.0.1 (scrape from this machine), or firewall the port",
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
@@ -542,6 +581,7 @@ def run_checks(settings: Settings, *, online: bool = True, quick: bool = False) 
         check_database(settings),
         check_torch(settings),
         check_model(settings, online=online),
+        check_metrics(settings),
     ]
     if not quick:
         checks += [check_watermark(), check_nudenet()]

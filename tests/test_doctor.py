@@ -443,3 +443,18 @@ def test_doctor_with_missing_config_file_is_a_clear_error(tmp_path, capsys, monk
     monkeypatch.setenv("IMAGINE_CONFIG", "")  # load_settings sets it; undo that afterwards
     assert main(["--config", str(tmp_path / "missing.toml"), "doctor"]) == 2
     assert "config file" in capsys.readouterr().err
+
+
+# --- metrics exposure -----------------------------------------------------------------------
+
+
+def test_metrics_exposed_beyond_this_machine_warns(tmp_path):
+    assert doctor.check_metrics(make_settings(tmp_path)).message.startswith("metrics endpoint off")
+    local = make_settings(tmp_path, ops={"metrics_enabled": True})
+    assert doctor.check_metrics(local, container=False).status == "ok"
+    wide = make_settings(tmp_path, ops={"metrics_enabled": True, "metrics_host": "0.0.0.0"})
+    check = doctor.check_metrics(wide, container=False)
+    assert check.status == "warn" and "other machines" in check.message
+    assert "127.0.0.1" in check.fix
+    # Inside a container 0.0.0.0 is how Docker reaches it; compose binds the host side locally.
+    assert doctor.check_metrics(wide, container=True).status == "ok"
