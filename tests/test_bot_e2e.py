@@ -216,3 +216,118 @@ async def test_collaboration_upscale_variation_reroll_remix_and_reaction(harness
     gone = await emu.click(grid, f"ib:d:{parent.id}", user=emu.alice)
     await emu.wait_for(lambda: emu.store[grid.id].deleted, 10, "deleted grid")
     assert emu.interaction(gone).acknowledged
+
+
+async def _ephemeral_reply(emu: Any, iid: int, timeout: float = 20) -> Any:
+    """The ephemeral message the user sees for interaction ``iid`` (follow-up or edited original)."""
+
+    def find() -> Any:
+        for msg in [emu.original_message(iid), *emu.followups(iid)]:
+            if msg is not None and msg.ephemeral and msg.content and not msg.deleted:
+                return msg
+        return None
+
+    return await emu.wait_for(find, timeout, f"ephemeral reply to {iid}")
+
+
+async def test_blocked_prompt_gets_a_reason_and_reaches_the_moderation_log(
+    harness: Harness,
+) -> None:
+    emu = harness.emu
+    setup = await emu.send_slash("policy log-channel", {"channel": emu.mod_log}, user=emu.moderator)
+    await _ephemeral_reply(emu, setup)
+    iid = await harness.imagine("a naked woman on a beach", user=emu.bob)
+    reply = await _ephemeral_reply(emu, iid)
+    assert "blocked" in reply.content.lower()
+    public = emu.original_message(iid)
+    assert public is None or public.deleted, "the public 'thinking' message is removed"
+    report = await emu.wait_for_message(lambda m: m.channel_id == emu.mod_log.id and m.embeds, 10)
+    embed = report.embeds[0]
+    assert "naked woman" in embed["description"]
+    assert str(emu.bob.id) in str(embed["fields"])
+    async with harness.store.db.execute(
+        "SELECT action, stage, user_id FROM audit_log WHERE user_id = ?", (emu.bob.id,)
+    ) as cur:
+        assert [tuple(r) for r in await cur.fetchall()] == [("block", "prompt", emu.bob.id)]
+    async with harness.store.db.execute("SELECT COUNT(*) FROM jobs") as cur:
+        assert (await cur.fetchone())[0] == 0, "a blocked prompt never becomes a job"
+
+
+async def test_policy_change_applies_to_the_next_prompt_and_needs_a_moderator(
+    harness: Harness,
+) -> None:
+    emu = harness.emu
+    denied = await emu.send_slash("policy ban", {"term": "pineapple"}, user=emu.bob)
+    assert "only moderators" in (await _ephemeral_reply(emu, denied)).content
+    done = await emu.send_slash("policy ban", {"term": "pineapple"}, user=emu.moderator)
+    assert "pineapple" in (await _ephemeral_reply(emu, done)).content
+    iid = await harness.imagine("a pineapple pizza", user=emu.bob)
+    assert "blocked" in (await _ephemeral_reply(emu, iid)).content.lower()
+    shown = await emu.send_slash("policy show", {}, user=emu.moderator)
+    assert "pineapple" in (await _ephemeral_reply(emu, shown)).content
+    assert int(emu.find_command("policy", emu.guild.id)["default_member_permissions"]) == 1 << 5
+
+
+@pytest.mark.parametrize(
+    ("prompt", "words"),
+    [
+        ("\u200b\u200d ", "empty"),
+        ("a fox --zoom 3", "unknown parameter --zoom"),
+        ("a fox --ar 10:1", "1:4 to 4:1"),
+        ("x" * 2001, "limit is 2000"),
+    ],
+    ids=["invisible", "unknown-param", "extreme-ratio", "too-long"],
+)
+async def test_bad_prompts_get_a_clear_ephemeral_message(
+    harness: Harness, prompt: str, words: str
+) -> None:
+    iid = await harness.imagine(prompt)
+    reply = await _ephemeral_reply(harness.emu, iid)
+    assert words in reply.content
+    assert not harness.emu.violations
+
+
+async def test_bad_attachments_are_refused_clearly(harness: Harness) -> None:
+    emu = harness.emu
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    cases = [
+        (emu.upload("notes.txt", b"hello", content_type="text/plain"), "not an image"),
+        (
+            emu.upload("fake.png", b"\x89PNG not really", content_type="image/png"),
+            "not a recognised image",
+        ),
+        (emu.upload("anim.gif", gif.getvalue(), content_type="image/gif"), "animated"),
+    ]
+    for attachment, words in cases:
+        iid = await harness.imagine("a fox", image=attachment)
+        assert words in (await _ephemeral_reply(emu, iid)).content
+    assert not emu.violations
+
+
+async def test_caps_bans_and_dead_buttons_are_explained(harness: Harness) -> None:
+    emu = harness.emu
+    cap = await emu.send_slash("policy user-cap", {"user": emu.bob, "cap": 0}, user=emu.moderator)
+    await _ephemeral_reply(emu, cap)
+    iid = await harness.imagine("a fox", user=emu.bob)
+    assert "limit" in (await _ephemeral_reply(emu, iid)).content
+    ban = await emu.send_slash("policy ban-user", {"user": emu.bob}, user=emu.moderator)
+    await _ephemeral_reply(emu, ban)
+    iid = await harness.imagine("a fox", user=emu.bob)
+    assert "banned" in (await _ephemeral_reply(emu, iid)).content
+    # A message with buttons whose job does not exist (deleted from the store, or forged).
+    ghost = await emu.send_slash("help", {}, user=emu.alice)
+    await _ephemeral_reply(emu, ghost)
+    from bot.views import result_view
+
+    channel = harness.bot.get_partial_messageable(emu.general.id, guild_id=emu.guild.id)
+    fake = await channel.send("old result", view=result_view("zzzzzzzzzz", 4))
+    press = await emu.click(fake.id, "ib:v:zzzzzzzzzz:0:s", user=emu.alice)
+    assert "deleted" in (await _ephemeral_reply(emu, press)).content
+    press = await emu.click(fake.id, "ib:u:zzzzzzzzzz:0", user=emu.bob)
+    assert (
+        "deleted" in (await _ephemeral_reply(emu, press)).content
+        or "banned" in (await _ephemeral_reply(emu, press)).content
+    )
+    assert not emu.violations
