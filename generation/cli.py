@@ -89,23 +89,40 @@ def _output_args(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--json", action="store_true", help="print metadata as JSON on stdout")
 
 
-def _engine(args: argparse.Namespace):
-    from transformers.utils import logging as transformers_logging
-
-    # transformers warns about optional image processors (torchvision) we never use.
-    transformers_logging.set_verbosity_error()
+def _settings(args: argparse.Namespace):
     from generation.config import load_settings
-    from generation.engine import Engine
 
     model: dict[str, Any] = {}
     if args.model:
         model["name"] = args.model
     if args.device:
         model["device"] = args.device
-    settings = load_settings(args.config, **({"model": model} if model else {}))
+    return load_settings(args.config, **({"model": model} if model else {}))
+
+
+def _engine(args: argparse.Namespace):
+    from transformers.utils import logging as transformers_logging
+
+    # transformers warns about optional image processors (torchvision) we never use.
+    transformers_logging.set_verbosity_error()
+    from generation.engine import Engine
+
+    settings = _settings(args)
     started = time.perf_counter()
     engine = Engine.load(settings)
     return engine, time.perf_counter() - started
+
+
+def _precheck(req: Any, args: argparse.Namespace) -> None:
+    """Reject bad options before loading a model (which can take minutes): the checks that do
+    not depend on the model family run here, the rest when the engine validates."""
+    from generation.request import ModelDefaults, resolve
+
+    limits = _settings(args).model
+    generic = ModelDefaults(
+        family="any", size=512, steps=min(30, limits.max_steps), guidance=7.0, scheduler="euler"
+    )
+    resolve(req, generic, limits)
 
 
 class _Bar:
@@ -169,7 +186,6 @@ def _generate(args: argparse.Namespace) -> int:
     from generation.request import GenerationRequest
 
     init = load_image(args.init, what="init image") if args.init else None
-    engine, load_s = _engine(args)
     req = GenerationRequest(
         prompt=args.prompt,
         negative_prompt=args.negative,
@@ -184,6 +200,8 @@ def _generate(args: argparse.Namespace) -> int:
         init_image=init,
         strength=args.strength,
     )
+    _precheck(req, args)
+    engine, load_s = _engine(args)
     req = engine.validate(req)
     bar = _Bar("generate")
     started = time.perf_counter()

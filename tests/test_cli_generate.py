@@ -123,7 +123,18 @@ def test_vary_needs_a_prompt_when_the_image_has_none(tmp_path, capsys):
     ],
 )
 def test_bad_input_gives_a_clear_error(argv, message, capsys, tmp_path):
-    assert run(*argv, "-o", str(tmp_path / "x.png")) == 2
+    # A model that does not exist: the request is refused before any model is loaded.
+    code = main(
+        [
+            "generate",
+            "--model",
+            str(tmp_path / "m.safetensors"),
+            *argv,
+            "-o",
+            str(tmp_path / "x.png"),
+        ]
+    )
+    assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists()
