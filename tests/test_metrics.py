@@ -363,3 +363,46 @@ async def test_watch_gateway_follows_the_real_connection(discord_emulator):
     finally:
         await bot.close()
         await asyncio.wait_for(task, 30)
+
+
+async def test_failed_and_blocked_jobs_are_counted_apart(tmp_path, tiny_engine, tiny_settings):
+    from generation.jobs import JobBlocked
+    from generation.request import GenerationRequest
+    from generation.store import Store
+    from generation.worker import Worker, save_pngs
+
+    settings = tiny_settings.model_copy(update={"data_dir": tmp_path})
+    save = save_pngs(settings.images_dir)
+
+    def postprocess(job, result):
+        prompt = job.params["prompt"]
+        if "blockme" in prompt:
+            raise JobBlocked("this image was blocked by the server's policy")
+        if "crashme" in prompt:
+            raise RuntimeError("disk on fire")
+        return save(job, result)
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+    before = {
+        "blocked": value("imagine_jobs_finished_total", status="blocked"),
+        "failed": value("imagine_jobs_finished_total", status="failed"),
+        "errors": value("imagine_worker_errors_total", kind="error"),
+        "images": value("imagine_images_made_total"),
+    }
+    store = await Store.open(settings.db_path)
+    worker = Worker(store, tiny_engine, settings, postprocess=postprocess)
+    try:
+        await worker.start()
+        for i, prompt in enumerate(["blockme", "crashme", "a fox"]):
+            request = GenerationRequest(prompt, seed=i, count=1, steps=2)
+            await worker.submit(request, user_id=100 + i)
+        await worker.join()
+    finally:
+        await worker.stop()
+        await store.close()
+    assert value("imagine_jobs_finished_total", status="blocked") == before["blocked"] + 1
+    assert value("imagine_jobs_finished_total", status="failed") == before["failed"] + 1
+    assert value("imagine_worker_errors_total", kind="error") == before["errors"] + 1
+    assert value("imagine_images_made_total") == before["images"] + 1
