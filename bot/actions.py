@@ -61,6 +61,7 @@ class Actions:
         from bot.info import count_images
 
         self.energy.start_images = await count_images(self)
+        await self.user_settings.preload()
         worker = self.services.worker
         if worker is not None:
             worker.listener = self

@@ -22,20 +22,37 @@ class UserDefaults:
 
     @classmethod
     def from_json(cls, text: str | None) -> UserDefaults:
-        data: dict[str, Any] = json.loads(text) if text else {}
+        try:
+            data: dict[str, Any] = json.loads(text) if text else {}
+        except ValueError:
+            data = {}  # a damaged row means defaults, not a broken /imagine
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return (
+            cls(**{k: v for k, v in data.items() if k in names})
+            if isinstance(data, dict)
+            else cls()
+        )
 
 
 class UserSettingsStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._cache: dict[int, UserDefaults] = {}
+        self._complete = False  # True once every row is in the cache
+
+    async def preload(self) -> None:
+        """Read every row once at start, so ``/imagine`` can defer without touching the disk."""
+        async with self.store.db.execute("SELECT user_id, data FROM user_settings") as cur:
+            rows = await cur.fetchall()
+        self._cache.update({int(r[0]): UserDefaults.from_json(r[1]) for r in rows})
+        self._complete = True
 
     async def get(self, user_id: int) -> UserDefaults:
         cached = self._cache.get(user_id)
         if cached is not None:
             return cached
+        if self._complete:
+            return UserDefaults()
         async with self.store.db.execute(
             "SELECT data FROM user_settings WHERE user_id = ?", (user_id,)
         ) as cur:

@@ -331,3 +331,81 @@ async def test_caps_bans_and_dead_buttons_are_explained(harness: Harness) -> Non
         or "banned" in (await _ephemeral_reply(emu, press)).content
     )
     assert not emu.violations
+
+
+async def _wait_status(store: Store, status: JobStatus, timeout: float = 120) -> Any:
+    for _ in range(int(timeout / 0.05)):
+        async with store.db.execute(
+            "SELECT id FROM jobs WHERE status = ? LIMIT 1", (status.value,)
+        ) as cur:
+            row = await cur.fetchone()
+        if row:
+            return row[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no job reached {status.value}")
+
+
+def _final_edits(emu: Any, iid: int) -> list[Any]:
+    """Requests that put a result (buttons) on interaction ``iid``'s message."""
+    return [
+        r
+        for r in emu.interaction_responses(iid)
+        if r.method == "PATCH" and r.ok and isinstance(r.json, dict) and r.json.get("components")
+    ]
+
+
+async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(harness: Harness) -> None:
+    emu = harness.emu
+    before = await harness.imagine("a cabin in the woods --count 1 --steps 2")
+    old_result = await harness.result_of(before)
+    old_job = await harness.delivered(before)
+
+    users = [emu.alice, emu.bob, emu.moderator]
+    iids = [
+        await harness.imagine(f"a cabin number {i} --count 1 --steps 2", user=user)
+        for i, user in enumerate(users)
+    ]
+    await _wait_status(harness.store, JobStatus.RUNNING)
+    await harness.stop()  # graceful: the running job finishes; the others stay queued
+    async with harness.store.db.execute(
+        "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
+    ) as cur:
+        assert (await cur.fetchone())[0] >= 1, "jobs were still queued at the stop"
+
+    await harness.start()  # a new client and worker on the same store
+    for iid in iids:
+        await harness.result_of(iid)
+        await harness.delivered(iid)
+    for iid in [before, *iids]:
+        assert len(_final_edits(emu, iid)) == 1, "each result is delivered exactly once"
+
+    # Buttons on a message from before the restart still work (rebuilt from custom_id + store).
+    opened = await emu.click(old_result, f"ib:m:{old_job.id}", user=emu.bob)
+    await emu.wait_for(lambda: emu.interaction(opened).modal, 10, "remix modal after restart")
+    gone = await emu.click(old_result, f"ib:d:{old_job.id}", user=emu.alice)
+    await emu.wait_for(lambda: emu.store[old_result.id].deleted, 10, "deleted after restart")
+    assert emu.interaction(gone).acknowledged
+
+
+async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Harness) -> None:
+    emu = harness.emu
+    locked = await harness.imagine(
+        "a locked door --count 1 --steps 2", user=emu.alice, channel=emu.locked_channel
+    )
+    iid = await harness.imagine("a clock tower --count 1 --steps 2", user=emu.bob)
+    await emu.wait_for_response(locked)
+    await emu.wait_for_response(iid)
+    emu.clock.advance(15 * 60 + 1)  # both interaction tokens are now dead
+
+    msg = await emu.wait_for_message(
+        lambda m: m.interaction_id is None and m.channel_id == emu.general.id and m.attachments,
+        120,
+    )
+    assert msg.content.startswith(f"<@{emu.bob.id}>") and emu.bob.id in msg.mentions
+    assert msg.custom_ids(), "the channel message carries the buttons too"
+    job = await harness.delivered(iid)
+    assert job.delivery["result_message_id"] == msg.id
+
+    # The bot may not post in the locked channel: the job records why, nothing hangs.
+    stuck = await harness.delivered(locked)
+    assert "permission" in stuck.delivery["failed"]
