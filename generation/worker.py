@@ -22,6 +22,8 @@ import contextvars
 import hashlib
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -129,6 +131,8 @@ class _Work:
     request: GenerationRequest | None = None
     cancelled: bool = False
     result: GenerationResult | None = None
+    error: BaseException | None = None
+    holds_post_slot: bool = False
     seconds: float = 0.0
 
 
@@ -175,11 +179,17 @@ class Worker:
         self._gpu = ThreadPoolExecutor(1, thread_name_prefix="imagine-gpu")
         self._prep = ThreadPoolExecutor(1, thread_name_prefix="imagine-prepare")
         self._post = ThreadPoolExecutor(q.postprocess_threads, thread_name_prefix="imagine-post")
-        self._post_slots = asyncio.Semaphore(q.postprocess_threads * 2)
-        self._ready: asyncio.Queue[_Batch | None] = asyncio.Queue()
+        # Taken by the GPU thread for each finished job, given back when its post-processing
+        # ends: if post-processing falls behind, the GPU waits instead of piling up images.
+        self._post_slots = threading.BoundedSemaphore(q.postprocess_threads * 2)
+        # The GPU thread pulls batches straight from here, so going from one batch to the next
+        # never waits on the event loop.
+        self._ready: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         # One batch prepared ahead, picked the moment the GPU takes the previous one: late
         # enough to co-batch everything queued by then, early enough that the GPU never waits.
         self._ahead = asyncio.Semaphore(1)
+        self._gpu_done: asyncio.Future[None] | None = None
+        self._recording: set[asyncio.Task[Any]] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Condition()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -222,10 +232,8 @@ class Worker:
                 self._notify("on_done", job, images)
             else:
                 self._notify("on_failed", job, job.error or job.status.value)
-        self._tasks = [
-            asyncio.create_task(self._feed(), name="imagine-feeder"),
-            asyncio.create_task(self._run_gpu(), name="imagine-gpu-loop"),
-        ]
+        self._tasks = [asyncio.create_task(self._feed(), name="imagine-feeder")]
+        self._gpu_done = self._loop.run_in_executor(self._gpu, self._gpu_main)
         self._wake.set()
         return recovery
 
@@ -237,16 +245,19 @@ class Worker:
         """
         self._stopping = True
         self._abort = not finish_running
-        feeder, gpu_loop = self._tasks or (None, None)
-        if feeder is not None:
-            feeder.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await feeder
-        if gpu_loop is not None:
-            while not self._ready.empty():  # prepared but not started: requeued just below
-                self._ready.get_nowait()
-            self._ready.put_nowait(None)  # the GPU loop ends after the batch it is running
-            await gpu_loop
+                await task
+        if self._gpu_done is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:  # prepared but not started: requeued just below
+                    self._ready.get_nowait()
+            self._ready.put(None)  # the GPU thread ends after the batch it is running
+            await self._gpu_done
+            self._gpu_done = None
+        while self._recording:
+            await asyncio.gather(*list(self._recording), return_exceptions=True)
         # Picked or prepared but never started: back to the queue, in the store.
         await self._requeue([w for w in list(self._active.values()) if w.stage == "picked"])
         while self._post_tasks:
@@ -385,7 +396,7 @@ class Worker:
                 await self._finish_cancelled(work)
         works = [w for w, error in prepared if error is None and not w.cancelled]
         if works:
-            self._ready.put_nowait(_Batch(works))
+            self._ready.put(_Batch(works))
         return bool(works)
 
     def _pick_batch(self) -> _Batch | None:
@@ -431,61 +442,68 @@ class Worker:
 
     # --- stage 2: the GPU ----------------------------------------------------------------------
 
-    async def _run_gpu(self) -> None:
-        while (batch := await self._ready.get()) is not None:
-            self._ahead.release()
-            try:
-                with job_context(",".join(w.job.id for w in batch.works)):  # log lines name jobs
-                    await self._generate(batch)
-            except Exception:  # noqa: BLE001 - the store failing must not kill the GPU loop
-                log.exception("GPU loop: recording a batch failed")
+    def _gpu_main(self) -> None:
+        """The GPU thread: take a prepared batch, generate, hand the results back, repeat."""
+        loop = self._loop
+        assert loop is not None
+        while (batch := self._ready.get()) is not None:
+            loop.call_soon_threadsafe(self._ahead.release)  # the feeder may prepare the next
+            works = [w for w in batch.works if not w.cancelled]
+            for work in works:
+                work.stage = "generating"
+            loop.call_soon_threadsafe(self._started, works)
+            self._gpu_started = time.monotonic()
+            self._gpu_batch_cost = sum(w.entry.cost for w in works)
+            with metrics.gpu_busy(), job_context(",".join(w.job.id for w in works)):
+                seconds = self._generate_blocking(works) if works else 0.0
+            self._gpu_batch_cost = 0.0
+            for work in works:
+                if work.result is not None:
+                    self._post_slots.acquire()  # bounded: a slow post-process holds the GPU back
+                    work.holds_post_slot = True
+            loop.call_soon_threadsafe(self._record_batch, batch.works, seconds)
 
-    async def _generate(self, batch: _Batch) -> None:
-        works = [w for w in batch.works if not w.cancelled]
-        for work in batch.works:
-            if work.cancelled:
-                await self._finish_cancelled(work)
-        if not works:
-            return
+    def _started(self, works: list[_Work]) -> None:
         now = time.time()
         for work in works:
-            work.stage = "generating"
             work.job.status, work.job.started_at = JobStatus.RUNNING, now
             self._generating[work.job.id] = work
             self._notify("on_started", work.job)
-        self._gpu_started = time.monotonic()
-        self._gpu_batch_cost = sum(w.entry.cost for w in works)
-        try:
-            with metrics.gpu_busy():
-                outcome = await self._run_in(self._gpu, self._generate_blocking, works)
-        finally:
-            for work in works:
-                self._generating.pop(work.job.id, None)
-                self.scheduler.finished(work.job.id)
-            self._gpu_batch_cost = 0.0
-            self._wake.set()
-        if isinstance(outcome, BaseException):
-            await self._generation_failed(works, outcome)
-            return
-        seconds = outcome
-        total = sum(w.entry.cost for w in works)
-        self.cost_model.observe(total, seconds)
-        for work in works:
-            work.seconds = seconds * work.entry.cost / total  # each pays its share of a batch
-            if work.cancelled:  # cancelled during the last step: drop the result
-                await self._finish_cancelled(work)
-                continue
-            work.stage = "post"
-            await self._post_slots.acquire()  # bounded: a slow post-process holds the GPU back
-            task = asyncio.create_task(self._postprocess(work))
-            self._post_tasks.add(task)
-            task.add_done_callback(self._post_tasks.discard)
 
-    def _generate_blocking(self, works: list[_Work]) -> float | BaseException:
-        """GPU thread: run the batch; returns seconds taken, or the exception it raised."""
+    def _record_batch(self, works: list[_Work], seconds: float) -> None:
+        task = asyncio.create_task(self._after_generation(works, seconds))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    def _generate_blocking(self, works: list[_Work]) -> float:
+        """GPU thread: run the batch, leaving a result or an error on each work; returns seconds.
+
+        When a co-batch runs out of memory, its jobs are retried one by one (alone each may fit).
+        """
         loop = self._loop
         assert loop is not None
-        by_index = {i: w for i, w in enumerate(works)}
+        started = time.perf_counter()
+        try:
+            self._run_on_device(works, loop)
+        except OutOfMemory as exc:
+            if len(works) == 1:
+                works[0].error = exc
+            else:
+                log.warning("batch of %d jobs ran out of memory; retrying one by one", len(works))
+                for work in works:
+                    try:
+                        self._run_on_device([work], loop)
+                    except BaseException as one:  # noqa: BLE001 - recorded on the job
+                        work.error = one
+        except BaseException as exc:  # noqa: BLE001 - recorded on every job of the batch
+            for work in works:
+                work.error = exc
+        finally:
+            self.gpu_intervals.append((started, time.perf_counter()))
+        return time.perf_counter() - started
+
+    def _run_on_device(self, works: list[_Work], loop: asyncio.AbstractEventLoop) -> None:
+        by_index = dict(enumerate(works))
 
         def progress(event: ProgressEvent) -> None:
             work = by_index.get(event.request_index)
@@ -495,37 +513,53 @@ class Worker:
         def should_cancel() -> bool:
             return self._abort or all(w.cancelled for w in works)
 
-        started = time.perf_counter()
-        try:
-            if len(works) == 1 and works[0].job.kind == JobKind.UPSCALE:
-                req = works[0].request
-                assert req is not None and req.init_image is not None
-                parent = req.replace(init_image=None)
-                works[0].result = self.engine.upscale(req.init_image, parent, seed=req.seed)
-            else:
-                reqs = [w.request for w in works]
-                results = self.engine.generate(reqs, progress=progress, should_cancel=should_cancel)
-                for work, result in zip(works, results, strict=True):
-                    work.result = result
-        except BaseException as exc:  # noqa: BLE001 - reported back to the loop
-            return exc
-        finally:
-            self.gpu_intervals.append((started, time.perf_counter()))
-        return time.perf_counter() - started
-
-    async def _generation_failed(self, works: list[_Work], exc: BaseException) -> None:
-        if isinstance(exc, JobCancelled):
-            for work in works:
-                if work.cancelled:
-                    await self._finish_cancelled(work)
-                else:  # stopped by stop(finish_running=False): run it again next time
-                    await self._requeue([work])
+        if len(works) == 1 and works[0].job.kind == JobKind.UPSCALE:
+            req = works[0].request
+            assert req is not None and req.init_image is not None
+            parent = req.replace(init_image=None)
+            works[0].result = self.engine.upscale(req.init_image, parent, seed=req.seed)
             return
-        if isinstance(exc, OutOfMemory) and len(works) > 1:
-            # Together they did not fit; alone each may. Run them one by one, in order.
-            log.warning("batch of %d jobs ran out of memory; retrying them one by one", len(works))
-            for work in works:
-                await self._generate(_Batch([work]))
+        reqs = [w.request for w in works]
+        results = self.engine.generate(reqs, progress=progress, should_cancel=should_cancel)
+        for work, result in zip(works, results, strict=True):
+            work.result = result
+
+    async def _after_generation(self, works: list[_Work], seconds: float) -> None:
+        """Back on the loop: free the users' running slots, then record or post-process."""
+        for work in works:
+            self._generating.pop(work.job.id, None)
+            self.scheduler.finished(work.job.id)
+        self._wake.set()
+        made = [w for w in works if w.result is not None]
+        if made and seconds > 0 and len(made) == len(works):
+            self.cost_model.observe(sum(w.entry.cost for w in made), seconds)
+        total = sum(w.entry.cost for w in works) or 1.0
+        for work in works:
+            work.seconds = seconds * work.entry.cost / total  # each pays its share of a batch
+            if work.error is not None:
+                self._release_post_slot(work)
+                await self._generation_failed(work, work.error)
+            elif work.cancelled:  # cancelled before it started, or during its last step
+                self._release_post_slot(work)
+                work.result = None
+                await self._finish_cancelled(work)
+            else:
+                work.stage = "post"
+                task = asyncio.create_task(self._postprocess(work))
+                self._post_tasks.add(task)
+                task.add_done_callback(self._post_tasks.discard)
+
+    def _release_post_slot(self, work: _Work) -> None:
+        if work.holds_post_slot:
+            work.holds_post_slot = False
+            self._post_slots.release()
+
+    async def _generation_failed(self, work: _Work, exc: BaseException) -> None:
+        if isinstance(exc, JobCancelled):
+            if work.cancelled:
+                await self._finish_cancelled(work)
+            else:  # stopped by stop(finish_running=False): it runs again next time
+                await self._requeue([work])
             return
         if isinstance(exc, OutOfMemory):
             reason = (
@@ -535,10 +569,9 @@ class Worker:
         elif isinstance(exc, UserInputError):
             reason = str(exc)
         else:
-            log.error("generation failed", exc_info=exc)
+            log.error("job %s: generation failed", work.job.id, exc_info=exc)
             reason = f"generation failed: {type(exc).__name__}: {exc}"
-        for work in works:
-            await self._finish_failed(work, reason, JobStatus.FAILED)
+        await self._finish_failed(work, reason, JobStatus.FAILED)
 
     # --- stage 3: post-process, record, report -------------------------------------------------
 
@@ -549,7 +582,7 @@ class Worker:
             try:
                 processed = await self._run_in(self._post, self.postprocess, job, work.result)
             finally:
-                self._post_slots.release()
+                self._release_post_slot(work)
                 work.result = None  # free the images
             if isinstance(processed, list):
                 processed = Processed(processed)

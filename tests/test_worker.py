@@ -255,17 +255,17 @@ async def test_restart_completes_every_accepted_job_exactly_once(
     first = Recorder(store)
     worker = Worker(store, tiny_engine, settings, listener=first)
     for user in range(5):
-        jobs.append(await worker.submit(req(f"job {user}", steps=12), user_id=user))
+        jobs.append(await worker.submit(req(f"job {user}", steps=8), user_id=user))
     first.skip = {jobs[0].id}  # the process dies before the first result is delivered
-    second_started = asyncio.Event()
+    second_running = asyncio.Event()
 
-    async def on_started(job: Job) -> None:
+    async def on_progress(job: Job, event: Any) -> None:
         if job.id == jobs[1].id:
-            second_started.set()
+            second_running.set()
 
-    first.hooks["started"] = on_started
+    first.hooks["progress"] = on_progress
     await worker.start()
-    await second_started.wait()
+    await second_running.wait()
     await worker.stop(finish_running=False)  # interrupt job 1 mid-generation
     # And a hard crash leaves a job marked running.
     await store.db.execute("UPDATE jobs SET status = 'running' WHERE id = ?", (jobs[3].id,))
@@ -297,7 +297,7 @@ async def test_graceful_stop_finishes_the_running_job_and_keeps_the_rest(
     settings = settings_for(tiny_settings, tmp_path, cobatch=False)
     rec = Recorder(store)
     worker = Worker(store, tiny_engine, settings, listener=rec)
-    jobs = [await worker.submit(req(f"j{u}", steps=8), user_id=u) for u in range(3)]
+    jobs = [await worker.submit(req(f"j{u}"), user_id=u) for u in range(3)]
     await worker.start()
     await rec.started.wait()
     await worker.stop()

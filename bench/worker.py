@@ -1,0 +1,222 @@
+"""How close the worker keeps the GPU to the bare engine, and whether the event loop stays free.
+
+    python bench/worker.py            # 16 jobs from 4 users on the tiny model, CPU
+    python bench/worker.py --jobs 32 --users 8 --steps 8 --size 64
+
+Runs the same jobs (same seeds) twice in one process, side by side: once through the bare
+engine (one ``engine.generate`` per job, back to back, nothing else) and once through the real
+``Worker`` (store, scheduler, feeder, post-processing, listener). Prints JSON:
+
+- ``throughput_ratio``: worker jobs/s divided by bare-engine jobs/s (goal >= 0.90 on CPU; with
+  co-batching it can exceed 1). Also measured with co-batching off, to show the pipeline alone.
+- ``gpu_idle_gap_ms`` p50/p99: time between one generation ending and the next starting.
+- ``loop_lag_ms`` p99: how late a 5 ms heartbeat on the event loop fires (goal < 20 ms).
+
+Three worker runs: the default PNG saver (the pipeline's own overhead: this is the >= 0.90
+goal), then the real moderation/watermark/provenance step (``moderation.postprocess``) without
+and with co-batching. On a CPU the "GPU" and post-processing share the same cores, so the real
+post-processing's own CPU time shows up in the ratio; on a GPU it runs beside generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generation.config import Settings  # noqa: E402
+from generation.engine import Engine  # noqa: E402
+from generation.request import GenerationRequest  # noqa: E402
+from generation.store import Store  # noqa: E402
+from generation.worker import Worker  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def real_postprocess(store: Store, settings: Settings) -> tuple[Any, str]:
+    """The moderation pipeline's post-processing step if it exists, else None."""
+    try:
+        from moderation import postprocess as module
+    except ImportError:
+        return None, "default (save PNGs)"
+    for name in ("build_postprocess", "make_postprocess", "Postprocessor"):
+        factory = getattr(module, name, None)
+        if factory is not None:
+            try:
+                return factory(store=store, settings=settings), f"moderation.postprocess.{name}"
+            except TypeError:
+                return factory(settings), f"moderation.postprocess.{name}"
+    return None, "default (save PNGs; moderation.postprocess has no known factory)"
+
+
+async def bare(engine: Engine, reqs: list[GenerationRequest]) -> float:
+    """Seconds for the bare engine to run every job, one call each, in one thread."""
+
+    def run() -> float:
+        started = time.perf_counter()
+        for req in reqs:
+            engine.generate([req])
+        return time.perf_counter() - started
+
+    return await asyncio.to_thread(run)
+
+
+async def through_worker(
+    engine: Engine,
+    settings: Settings,
+    reqs: list[GenerationRequest],
+    users: int,
+    *,
+    cobatch: bool,
+    real_post: bool,
+) -> dict[str, Any]:
+    data = Path(tempfile.mkdtemp(prefix="imagine-bench-"))
+    settings = settings.model_copy(
+        update={
+            "data_dir": data,
+            "queue": settings.queue.model_copy(
+                update={"cobatch": cobatch, "max_queued_per_user": len(reqs)}
+            ),
+        }
+    )
+    store = await Store.open(settings.db_path)
+    post, post_name = real_postprocess(store, settings) if real_post else (None, "default (save PNGs)")
+    worker = Worker(store, engine, settings, postprocess=post)
+    lags: list[float] = []
+
+    async def heartbeat() -> None:
+        period = 0.005
+        while True:
+            due = time.perf_counter() + period
+            await asyncio.sleep(period)
+            lags.append(max(0.0, time.perf_counter() - due))
+
+    beat = asyncio.create_task(heartbeat())
+    started = time.perf_counter()
+    for i, req in enumerate(reqs):
+        await worker.submit(req, user_id=i % users, guild_id=1)
+    await worker.start()
+    await worker.join()
+    elapsed = time.perf_counter() - started
+    beat.cancel()
+    await worker.stop()
+    statuses = [j.status.value for j in await store.jobs_for_user(0, limit=len(reqs))]
+    await store.close()
+    gaps = [
+        (b[0] - a[1]) * 1e3
+        for a, b in zip(worker.gpu_intervals, worker.gpu_intervals[1:], strict=False)
+    ]
+    return {
+        "seconds": elapsed,
+        "gpu_calls": len(worker.gpu_intervals),
+        "intervals": list(worker.gpu_intervals),
+        "gaps_ms": gaps,
+        "lags_ms": [x * 1e3 for x in lags],
+        "postprocess": post_name,
+        "all_done": all(s == "done" for s in statuses),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    cache = Path(tempfile.gettempdir()) / "imagine-bench-cache"
+    settings = Settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="imagine-bench-")),
+        model={"name": args.model, "device": args.device, "cache_dir": cache},
+    )
+    engine = await asyncio.to_thread(Engine.load, settings)
+    reqs = [
+        engine.validate(
+            GenerationRequest(
+                prompt=f"a lighthouse at dusk, study {i}", width=args.size, height=args.size,
+                steps=args.steps, count=args.count, seed=1000 + i,
+            )
+        )
+        for i in range(args.jobs)
+    ]
+    await bare(engine, reqs[:2])  # warm-up (first call allocates)
+    configs = {
+        "worker_save_pngs": {"cobatch": False, "real_post": False},
+        "worker_real_postprocess": {"cobatch": False, "real_post": True},
+        "worker_real_postprocess_cobatch": {"cobatch": True, "real_post": True},
+    }
+    runs = {}
+    for name, config in configs.items():
+        # Bracket each worker run with bare runs: a shared machine's speed drifts.
+        before = await bare(engine, reqs)
+        run = await through_worker(engine, settings, reqs, args.users, **config)
+        after = await bare(engine, reqs)
+        run["bare_s"] = [before, after]
+        runs[name] = run
+
+    def summary(run: dict[str, Any]) -> dict[str, Any]:
+        bare_mean = sum(run["bare_s"]) / 2
+        busy = sum(b - a for a, b in run["intervals"])
+        return {
+            "postprocess": run["postprocess"],
+            "bare_engine_s": [round(x, 3) for x in run["bare_s"]],
+            "worker_s": round(run["seconds"], 3),
+            "bare_jobs_per_s": round(args.jobs / bare_mean, 3),
+            "worker_jobs_per_s": round(args.jobs / run["seconds"], 3),
+            "throughput_ratio": round(bare_mean / run["seconds"], 3),
+            "gpu_busy_fraction": round(busy / run["seconds"], 3),
+            "gpu_calls": run["gpu_calls"],
+            "gpu_idle_gap_ms": {
+                "p50": round(percentile(run["gaps_ms"], 50), 2),
+                "p99": round(percentile(run["gaps_ms"], 99), 2),
+            },
+            "loop_lag_ms": {
+                "p50": round(percentile(run["lags_ms"], 50), 2),
+                "p99": round(percentile(run["lags_ms"], 99), 2),
+                "max": round(max(run["lags_ms"], default=0.0), 2),
+            },
+            "all_done": run["all_done"],
+        }
+
+    out = {
+        "model": args.model,
+        "device": str(engine.device),
+        "jobs": args.jobs,
+        "users": args.users,
+        "job": f"{args.size}x{args.size}, {args.steps} steps, {args.count} image(s)",
+        **{name: summary(run) for name, run in runs.items()},
+    }
+    out["checks"] = {
+        "throughput_ratio >= 0.90 (worker_save_pngs)": (
+            out["worker_save_pngs"]["throughput_ratio"] >= 0.90
+        ),
+        "loop lag p99 < 20 ms (every run)": all(
+            out[name]["loop_lag_ms"]["p99"] < 20 for name in runs
+        ),
+    }
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=16)
+    parser.add_argument("--users", type=int, default=4)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--count", type=int, default=1, help="images per job")
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    out = asyncio.run(main_async(args))
+    print(json.dumps(out, indent=2))
+    return 0 if all(out["checks"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
