@@ -128,10 +128,10 @@ def _precheck(req: Any, args: argparse.Namespace) -> None:
 class _Bar:
     """A tqdm bar on stderr fed by the engine's per-step progress events."""
 
-    def __init__(self, desc: str) -> None:
+    def __init__(self, desc: str, total: int | None = None) -> None:
         from tqdm import tqdm
 
-        self.bar = tqdm(desc=desc, unit="step", file=sys.stderr, leave=False)
+        self.bar = tqdm(desc=desc, total=total, unit="step", file=sys.stderr, leave=False)
 
     def __call__(self, event: Any) -> None:
         if self.bar.total != event.total:
@@ -141,6 +141,11 @@ class _Bar:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _denoising_steps(req: Any) -> int:
+    """Image-to-image runs only the last steps x strength steps."""
+    return max(1, int(req.steps * req.strength)) if req.init_image is not None else req.steps
 
 
 def save_result(result: Any, output: str | Path) -> list[Path]:
@@ -203,7 +208,7 @@ def _generate(args: argparse.Namespace) -> int:
     _precheck(req, args)
     engine, load_s = _engine(args)
     req = engine.validate(req)
-    bar = _Bar("generate")
+    bar = _Bar("generate", _denoising_steps(req))
     started = time.perf_counter()
     try:
         result = engine.generate([req], progress=bar)[0]
@@ -274,7 +279,7 @@ def _vary(args: argparse.Namespace) -> int:
     parent = _parent(args, args.image, fallback=None)
     engine, load_s = _engine(args)
     req = engine.variation_request(parent, image, strong=args.strong, seed=args.seed)
-    bar = _Bar("vary")
+    bar = _Bar("vary", _denoising_steps(req))
     started = time.perf_counter()
     try:
         result = engine.generate([req], progress=bar)[0]
