@@ -401,7 +401,8 @@ async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Ha
         lambda m: m.interaction_id is None and m.channel_id == emu.general.id and m.attachments,
         120,
     )
-    assert msg.content.startswith(f"<@{emu.bob.id}>") and emu.bob.id in msg.mentions
+    assert f"<@{emu.bob.id}>" in msg.content
+    assert [u.id for u in msg.mentions] == [emu.bob.id], "the user is pinged, nobody else"
     assert msg.custom_ids(), "the channel message carries the buttons too"
     job = await harness.delivered(iid)
     assert job.delivery["result_message_id"] == msg.id
