@@ -335,3 +335,34 @@ async def test_event_loop_keeps_ticking_while_the_gpu_works(
     # A blocked loop would show one gap as long as the generation; a healthy one ticks on.
     assert max(gaps) < (end - start) / 3
     assert len(rec.progress[job.id]) == 16 and rec.off_loop_calls == 0
+
+
+async def test_variation_and_upscale_jobs_run_from_their_stored_init_image(
+    tiny_engine, tiny_settings, tmp_path, store
+):
+    from PIL import Image
+
+    settings = settings_for(tiny_settings, tmp_path)
+    rec = Recorder(store)
+    worker = Worker(store, tiny_engine, settings, listener=rec)
+    source = Image.new("RGB", (64, 64), (200, 80, 40))
+    parent = tiny_engine.validate(req("a red square", width=64, height=64))
+    vary = tiny_engine.variation_request(parent, source, strong=True)
+    upscale = parent.replace(init_image=source, kind="upscale", count=1, seed=None)
+    jobs = [
+        await worker.submit(vary, user_id=1),
+        await worker.submit(upscale, user_id=2),
+    ]
+    # The init image was saved with the job, so the request survives a restart.
+    assert all(Path(j.params["init_image"]).is_file() for j in jobs)
+    await worker.start()
+    await worker.join()
+    await worker.stop()
+    sizes = []
+    for job in jobs:
+        row = await store.get_job(job.id)
+        assert row.status == JobStatus.DONE, row.error
+        (image,) = await store.images_for_job(job.id)
+        sizes.append((image.width, image.height))
+    assert [j.kind.value for j in jobs] == ["variation", "upscale"]
+    assert sizes == [(64, 64), (128, 128)]
