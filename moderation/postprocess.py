@@ -1,0 +1,205 @@
+"""The worker's post-processing step: moderate, label, watermark, add provenance, save.
+
+Runs in a worker thread (``Worker(postprocess=...)``), once per finished job, so everything here
+is blocking. Order matters: the NSFW check sees the raw image; the badge is drawn before the
+watermark so the mark covers it; the metadata is written last so the file's hash is final.
+
+Payloads are derived from the job (``watermark.payload_for(job.seq, index)``, the grid uses
+slot 15), so no image row has to exist before embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from generation.jobs import Job, JobBlocked, Processed, ProcessedImage
+from moderation import watermark
+from moderation.label import add_label
+from moderation.provenance import C2paSigner, ImageProvenance, encode_png, without_prompt
+
+log = logging.getLogger(__name__)
+
+POLICY_TIMEOUT_S = 10.0
+
+ImageCheck = Callable[..., Any]  # (image, policy, *, nsfw_channel) -> Decision
+
+
+@dataclass
+class _Item:
+    index: int  # watermark slot; the grid uses watermark.GRID_SLOT
+    image: Image.Image
+    seed: int
+    infotext: str
+    grid: bool = False
+
+
+class PostProcessor:
+    """Callable ``(job, result) -> Processed``; build once per process with the settings."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        store: Any = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        check_image: ImageCheck | None = None,
+        signer: C2paSigner | None | bool = True,
+    ) -> None:
+        """``store`` + ``loop``: read the channel policy and write the audit log through the
+        bot's event loop. ``check_image`` defaults to NudeNet (``moderation.nsfw``);
+        ``signer=True`` creates the C2PA signer from the settings (None/False: no C2PA)."""
+        self.settings = settings
+        self.store = store
+        self.loop = loop
+        self._check_image = check_image
+        if signer is True:
+            signer = C2paSigner.for_settings(settings)
+        self.signer: C2paSigner | None = signer or None
+
+    # --- the step ---------------------------------------------------------------------------
+
+    def __call__(self, job: Job, result: Any) -> Processed:
+        policy = self._policy(job)
+        nsfw_channel = bool(job.delivery.get("nsfw_channel", False))
+        items = [
+            _Item(i, img, seed, result.infotext(i))
+            for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True))
+        ]
+        decisions = [self._moderate(item.image, policy, nsfw_channel) for item in items]
+        pairs = list(zip(items, decisions, strict=True))
+        blocked = [(item, d) for item, d in pairs if d is not None and d.blocked]
+        for item, decision in blocked:
+            self._audit(job, decision, _sha(item.image))
+        if blocked:
+            # Whole job: the grid shows every image, and partial grids confuse the U1..U4 buttons.
+            raise JobBlocked(f"the generated image was blocked. {blocked[0][1].reason}")
+        spoiler = bool(job.delivery.get("spoiler")) or any(
+            d is not None and d.action == "spoiler" for d in decisions
+        )
+        for decision in decisions:
+            if decision is not None and decision.action == "spoiler":
+                self._audit(job, decision, None)
+                break
+
+        folder = Path(self.settings.images_dir) / job.id
+        folder.mkdir(parents=True, exist_ok=True)
+        out: list[ProcessedImage] = []
+        for item, decision in pairs:
+            moderation = {"nsfw": decision.to_dict() if decision is not None else None}
+            target = folder / f"{item.index}.png"
+            path, digest, payload, mark = self._finish(job, item, policy, target)
+            moderation.update(spoiler=spoiler, watermark=mark)
+            out.append(
+                ProcessedImage(
+                    item.index, item.seed, path, item.image.width, item.image.height,
+                    digest, payload, moderation,
+                )
+            )
+        grid_path = None
+        if len(items) > 1:
+            first = items[0]
+            grid = _Item(watermark.GRID_SLOT, result.grid, first.seed, first.infotext, grid=True)
+            grid_path, *_ = self._finish(job, grid, policy, folder / "grid.png")
+        return Processed(out, grid_path)
+
+    def _finish(
+        self, job: Job, item: _Item, policy: Any, path: Path
+    ) -> tuple[Path, str, str | None, dict[str, Any]]:
+        image = item.image
+        if getattr(policy, "ai_label", False):
+            image = add_label(image)
+        payload = watermark.payload_for(job.seq, item.index, grid=item.grid)
+        marked = watermark.embed_verified(image, payload)
+        mark = {
+            "payload": payload.hex(),
+            "verified": marked.verified,
+            "psnr": round(marked.psnr, 2) if marked.psnr != float("inf") else None,
+        }
+        if not marked.verified:
+            mark["note"] = (
+                f"mark did not read back ({image.width}x{image.height}; reliable from "
+                f"{watermark.RELIABLE_SIDE} px a side); recorded as unmarked"
+            )
+        text = item.infotext
+        include_prompt = self.settings.provenance.include_prompt and getattr(
+            policy, "include_prompt_in_metadata", True
+        )
+        meta = ImageProvenance(
+            instance=self.settings.provenance.instance_name,
+            job_id=job.id,
+            index=item.index,
+            parameters=text if include_prompt else without_prompt(text),
+            watermark_payload=payload.hex() if marked.verified else None,
+        )
+        data = encode_png(marked.image, meta, self.signer)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)  # never a half-written PNG under the final name
+        return path, hashlib.sha256(data).hexdigest(), meta.watermark_payload, mark
+
+    # --- moderation ---------------------------------------------------------------------------
+
+    def _moderate(self, image: Image.Image, policy: Any, nsfw_channel: bool) -> Any:
+        check = self._check_image
+        if check is None:
+            try:
+                from moderation.nsfw import check_image as check
+            except ImportError:  # pragma: no cover - moderation.nsfw ships with the package
+                log.error("moderation.nsfw is missing: generated images are not checked")
+                return None
+            self._check_image = check
+        return check(image, policy, nsfw_channel=nsfw_channel)
+
+    def _policy(self, job: Job) -> Any:
+        from moderation.policy import Policy, load_policy
+
+        base = Policy.default(self.settings)
+        if self.store is None or self.loop is None or job.guild_id is None:
+            return base
+        future = asyncio.run_coroutine_threadsafe(
+            load_policy(self.store, job.guild_id, job.channel_id, base=base), self.loop
+        )
+        try:
+            return future.result(POLICY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the safe defaults still apply
+            log.warning("job %s: policy unavailable (%s); using defaults", job.id, exc)
+            return base
+
+    def _audit(self, job: Job, decision: Any, sha: str | None) -> None:
+        if self.store is None or self.loop is None:
+            return
+        from moderation import audit
+
+        future = asyncio.run_coroutine_threadsafe(
+            audit.record(
+                self.store, guild_id=job.guild_id, channel_id=job.channel_id,
+                user_id=job.user_id, job_id=job.id, stage="output_image",
+                decision=decision, image_sha256=sha,
+            ),
+            self.loop,
+        )
+        try:
+            future.result(POLICY_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - the block itself must still happen
+            log.warning("job %s: audit entry not written (%s)", job.id, exc)
+
+
+def _sha(image: Image.Image) -> str:
+    return hashlib.sha256(image.tobytes()).hexdigest()
+
+
+def make_postprocess(settings: Any, store: Any = None) -> PostProcessor:
+    """Factory used by ``bot/runner.py``; call it from the bot's event loop."""
+    try:
+        loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    return PostProcessor(settings, store=store, loop=loop)

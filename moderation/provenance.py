@@ -1,0 +1,523 @@
+"""Provenance: what an image says about itself, and "who made this?" for any image found later.
+
+Three layers, from most to least fragile:
+
+* PNG text chunks: ``parameters`` in the A1111 format (other tools show it), an XMP packet with
+  the IPTC ``DigitalSourceType`` ``trainedAlgorithmicMedia`` (the standard "made by AI" flag)
+  and an ``imagine-bot`` JSON chunk naming the instance and the job. Lost on any re-encode.
+* C2PA content credentials (``c2pa-python``), signed with a key and certificate this instance
+  creates on first start under ``settings.keys_dir``: a tiny local CA signs an ES256 leaf
+  (digitalSignature, emailProtection EKU), which c2pa accepts offline. Readers show the
+  manifest as *valid* but not *trusted* (our CA is not on a public trust list). Any C2PA failure
+  is logged and skipped: the image still ships with its other marks.
+* The invisible watermark (``moderation/watermark.py``), which survives re-encoding and resizing;
+  ``lookup`` reads it to find the job in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from generation.errors import UserInputError
+from generation.images import load_image
+from moderation import watermark
+
+log = logging.getLogger(__name__)
+
+TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+METADATA_KEY = "imagine-bot"
+SIGNER_CERT = "c2pa_signer.pem"  # leaf + CA chain
+SIGNER_KEY = "c2pa_signer.key"
+CA_CERT = "c2pa_ca.pem"  # publish this if others should trust this instance's manifests
+
+_XMP = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+  <rdf:Description rdf:about=""
+    xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+    xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+    Iptc4xmpExt:DigitalSourceType="{source}"
+    xmp:CreatorTool="{tool}"/>
+ </rdf:RDF>
+</x:xmpmeta>
+<?xpacket end="r"?>"""
+
+
+@dataclass
+class ImageProvenance:
+    """Everything written into one image's metadata."""
+
+    instance: str
+    job_id: str
+    index: int  # image index in the job; watermark.GRID_SLOT for the grid
+    parameters: str | None  # A1111 text, None when the policy leaves it out
+    watermark_payload: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "job_id": self.job_id,
+            "index": self.index,
+            "ai_generated": True,
+            "digital_source_type": TRAINED_ALGORITHMIC_MEDIA,
+            "watermark_payload": self.watermark_payload,
+            **self.extra,
+        }
+
+
+def without_prompt(infotext: str) -> str:
+    """Keep only the settings line of an A1111 text (the prompt is the private part)."""
+    return infotext.splitlines()[-1] if infotext else ""
+
+
+def png_info(meta: ImageProvenance) -> PngInfo:
+    info = PngInfo()
+    if meta.parameters is not None:
+        info.add_text("parameters", meta.parameters)
+    info.add_text("Software", f"imagine-bot ({meta.instance})")
+    info.add_text("AI-generated", "true")
+    info.add_text(METADATA_KEY, json.dumps(meta.summary(), sort_keys=True))
+    xmp = _XMP.format(source=TRAINED_ALGORITHMIC_MEDIA, tool=_xml_escape(f"imagine-bot ({meta.instance})"))
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    return info
+
+
+def _xml_escape(text: str) -> str:
+    return (
+        text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
+    )
+
+
+def encode_png(img: Image.Image, meta: ImageProvenance, signer: C2paSigner | None = None) -> bytes:
+    """PNG bytes with the text chunks and, when a signer is given and works, a C2PA manifest."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", pnginfo=png_info(meta), compress_level=4)
+    data = buf.getvalue()
+    if signer is not None:
+        signed = signer.sign_png(data, meta)
+        if signed is not None:
+            return signed
+    return data
+
+
+# --- C2PA -----------------------------------------------------------------------------------------
+
+
+def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
+    """Create this instance's CA and ES256 signing certificate once; return (chain, key) paths.
+
+    The CA's private key is thrown away after signing the leaf: nothing else needs it, and a
+    key that does not exist cannot leak. Renewal = delete the folder's c2pa files and restart.
+    """
+    chain_path, key_path = keys_dir / SIGNER_CERT, keys_dir / SIGNER_KEY
+    if chain_path.is_file() and key_path.is_file():
+        return chain_path, key_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imagine-bot"),
+        ])
+
+    def usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
+        return x509.KeyUsage(
+            digital_signature=sign, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+            encipher_only=False, decipher_only=False,
+        )
+
+    now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = name(f"{instance[:40]} imagine-bot CA")
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(usage(sign=False, ca=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder().subject_name(name(f"{instance[:40]} imagine-bot signer"))
+        .issuer_name(ca_name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=825))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage(sign=True, ca=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    try:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        (keys_dir / CA_CERT).write_bytes(ca.public_bytes(pem))
+        chain_path.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key.private_bytes(
+                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ))
+    except OSError as exc:
+        raise UserInputError(
+            f"cannot write the signing keys to {keys_dir}: {exc.strerror}; "
+            "make the folder writable or set provenance.c2pa = false"
+        ) from None
+    log.info("created C2PA signing certificate in %s", keys_dir)
+    return chain_path, key_path
+
+
+class C2paSigner:
+    """Signs PNGs with this instance's C2PA credentials; failures are logged, never raised."""
+
+    def __init__(self, chain_pem: bytes, key_pem: bytes, instance: str) -> None:
+        import c2pa
+
+        self._c2pa = c2pa
+        self.instance = instance
+        self._signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain_pem, key_pem, None))
+        self._lock = threading.Lock()  # one signing at a time: the native signer is shared
+        self.last_error: str | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Any) -> C2paSigner | None:
+        """The signer, or None when C2PA is off or cannot work here (the reason is logged)."""
+        if not settings.provenance.c2pa:
+            return None
+        instance = settings.provenance.instance_name
+        try:
+            chain, key = ensure_signing_keys(Path(settings.keys_dir), instance)
+            return cls(chain.read_bytes(), key.read_bytes(), instance)
+        except Exception as exc:  # noqa: BLE001 - C2PA is optional; the image still ships
+            log.warning("C2PA signing disabled: %s", exc)
+            return None
+
+    def manifest(self, meta: ImageProvenance) -> dict[str, Any]:
+        return {
+            "claim_generator_info": [{"name": "imagine-bot", "version": _version()}],
+            "title": f"{meta.job_id}-{meta.index}.png",
+            "format": "image/png",
+            "assertions": [
+                {
+                    "label": "c2pa.actions",
+                    "data": {
+                        "actions": [{
+                            "action": "c2pa.created",
+                            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                            "softwareAgent": {"name": f"imagine-bot ({meta.instance})"},
+                        }]
+                    },
+                },
+                {"label": "org.imagine-bot.provenance", "data": meta.summary()},
+            ],
+        }
+
+    def sign_png(self, data: bytes, meta: ImageProvenance) -> bytes | None:
+        out = io.BytesIO()
+        try:
+            with self._lock, self._c2pa.Builder(self.manifest(meta)) as builder:
+                builder.sign(self._signer, "image/png", io.BytesIO(data), out)
+        except Exception as exc:  # noqa: BLE001
+            self.last_error = str(exc)
+            log.warning("C2PA signing failed for job %s: %s", meta.job_id, exc)
+            return None
+        return out.getvalue()
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("imagine-bot")
+    except Exception:  # noqa: BLE001
+        return "0"
+
+
+def read_c2pa(data: bytes, mime: str = "image/png") -> dict[str, Any] | None:
+    """The active C2PA manifest and its validation state, or None when there is none."""
+    try:
+        import c2pa
+
+        with c2pa.Reader(mime, io.BytesIO(data)) as reader:
+            manifest = json.loads(reader.json())
+            state = reader.get_validation_state()
+    except Exception:  # noqa: BLE001 - no manifest, or unreadable: same answer for a look-up
+        return None
+    active = manifest.get("manifests", {}).get(manifest.get("active_manifest", ""), {})
+    actions = [
+        a
+        for assertion in active.get("assertions", [])
+        if assertion.get("label", "").startswith("c2pa.actions")
+        for a in assertion.get("data", {}).get("actions", [])
+    ]
+    return {
+        "validation_state": state,
+        "ai_generated": any(a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA for a in actions),
+        "signer": (active.get("signature_info") or {}).get("issuer"),
+        "claim_generator": [g.get("name") for g in active.get("claim_generator_info", [])],
+    }
+
+
+def read_metadata(data: bytes) -> dict[str, Any]:
+    """Text chunks this bot writes (PNG), plus C2PA, from an image file's bytes."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        info = dict(img.info)
+        mime = Image.MIME.get(img.format or "", "image/png")
+    except Exception:  # noqa: BLE001 - load_image already vetted the bytes for the caller
+        return {}
+    out: dict[str, Any] = {}
+    if isinstance(info.get("parameters"), str):
+        out["parameters"] = info["parameters"]
+    if isinstance(info.get(METADATA_KEY), str):
+        try:
+            out["imagine_bot"] = json.loads(info[METADATA_KEY])
+        except ValueError:
+            pass
+    xmp = info.get("XML:com.adobe.xmp") or info.get("xmp")
+    if isinstance(xmp, bytes):
+        xmp = xmp.decode("utf-8", "replace")
+    if isinstance(xmp, str) and "trainedAlgorithmicMedia" in xmp:
+        out["ai_generated"] = True
+    c2pa_info = read_c2pa(data, mime)
+    if c2pa_info is not None:
+        out["c2pa"] = c2pa_info
+        out["ai_generated"] = out.get("ai_generated", False) or c2pa_info["ai_generated"]
+    return out
+
+
+# --- "who made this?" -------------------------------------------------------------------------
+
+
+@dataclass
+class LookupResult:
+    """Answer to "who made this?". ``job`` is None when nothing in this store matches."""
+
+    detection: watermark.Detection
+    metadata: dict[str, Any]
+    sha256: str
+    job: dict[str, Any] | None = None
+    image: dict[str, Any] | None = None
+    matched_by: str | None = None  # "sha256", "watermark" or "metadata"
+    other_candidates: list[str] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
+    children: list[dict[str, Any]] = field(default_factory=list)
+    moderation: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "found": self.job is not None,
+            "matched_by": self.matched_by,
+            "sha256": self.sha256,
+            "watermark": self.detection.to_dict(),
+            "metadata": self.metadata,
+            "job": self.job,
+            "image": self.image,
+            "other_candidates": self.other_candidates,
+            "lineage": self.lineage,
+            "children": self.children,
+            "moderation": self.moderation,
+        }
+
+
+def _job_dict(row: Any) -> dict[str, Any]:
+    job = dict(row)
+    for key in ("params", "credited_user_ids", "delivery"):
+        if isinstance(job.get(key), str):
+            try:
+                job[key] = json.loads(job[key])
+            except ValueError:
+                pass
+    for key in ("created_at", "started_at", "finished_at", "delivered_at"):
+        if job.get(key):
+            job[f"{key}_utc"] = dt.datetime.fromtimestamp(job[key], dt.timezone.utc).isoformat(
+                timespec="seconds"
+            )
+    job.pop("delivery", None)  # message ids and tokens are nobody's business here
+    return job
+
+
+async def _fetchall(store: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    async with store.db.execute(sql, args) as cur:
+        return list(await cur.fetchall())
+
+
+async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupResult:
+    """Find the job that made ``image``: exact file hash, then watermark, then metadata.
+
+    The watermark payload is (job seq mod 32,768, slot), so it is matched against both the
+    ``images.watermark_payload`` column and the jobs' ``seq``; several matches (after the seq
+    wrapped) are listed newest first in ``other_candidates``.
+    """
+    if isinstance(image, Image.Image):
+        img, data = image.convert("RGB"), b""
+    else:
+        if isinstance(image, (str, Path)):
+            img = load_image(image, what="image")
+            data = Path(image).read_bytes()
+        else:
+            data = bytes(image)
+            img = load_image(data, what="image")
+    sha = hashlib.sha256(data).hexdigest() if data else ""
+    detection = await asyncio.to_thread(watermark.detect, img)
+    metadata = read_metadata(data) if data else {}
+    result = LookupResult(detection, metadata, sha)
+
+    candidates: list[tuple[str, Any, str]] = []  # (job_id, image row or None, how)
+    if sha:
+        for row in await _fetchall(store, "SELECT * FROM images WHERE sha256 = ?", (sha,)):
+            candidates.append((row["job_id"], row, "sha256"))
+    if detection.valid and detection.payload is not None:
+        seq_low, slot = watermark.split_payload(detection.payload)
+        rows = await _fetchall(
+            store,
+            "SELECT * FROM images WHERE watermark_payload = ? ORDER BY id DESC",
+            (detection.payload_hex,),
+        )
+        candidates += [(row["job_id"], row, "watermark") for row in rows]
+        jobs = await _fetchall(
+            store,
+            "SELECT id FROM jobs WHERE seq % ? = ? ORDER BY seq DESC LIMIT 20",
+            (watermark.SEQ_MODULUS, seq_low),
+        )
+        candidates += [(row["id"], None, "watermark") for row in jobs]
+    meta_job = (metadata.get("imagine_bot") or {}).get("job_id")
+    if meta_job:
+        candidates.append((meta_job, None, "metadata"))
+
+    seen: list[str] = []
+    for job_id, row, how in candidates:
+        if job_id in seen:
+            continue
+        jobs = await _fetchall(store, "SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if not jobs:
+            continue
+        seen.append(job_id)
+        if result.job is None:
+            result.job, result.matched_by = _job_dict(jobs[0]), how
+            if row is not None:
+                result.image = _image_dict(row)
+        elif job_id != result.job["id"]:
+            result.other_candidates.append(job_id)
+    if result.job is None:
+        return result
+    job_id = result.job["id"]
+    if result.image is None and detection.valid and detection.payload is not None:
+        _, slot = watermark.split_payload(detection.payload)
+        rows = await _fetchall(
+            store, "SELECT * FROM images WHERE job_id = ? AND idx = ?", (job_id, slot)
+        )
+        if rows:
+            result.image = _image_dict(rows[0])
+        elif slot == watermark.GRID_SLOT:
+            result.image = {"grid": True, "path": result.job.get("grid_path")}
+    parent = result.job.get("parent_job_id")
+    while parent and len(result.lineage) < 20:
+        rows = await _fetchall(store, "SELECT * FROM jobs WHERE id = ?", (parent,))
+        if not rows:
+            break
+        entry = _job_dict(rows[0])
+        result.lineage.append(entry)
+        parent = entry.get("parent_job_id")
+    result.children = [
+        {"id": r["id"], "kind": r["kind"], "user_id": r["user_id"], "status": r["status"]}
+        for r in await _fetchall(
+            store, "SELECT id, kind, user_id, status FROM jobs WHERE parent_job_id = ?", (job_id,)
+        )
+    ]
+    for row in await _fetchall(
+        store, "SELECT * FROM audit_log WHERE job_id = ? ORDER BY at", (job_id,)
+    ):
+        entry = dict(row)
+        for key in ("categories", "evidence"):
+            try:
+                entry[key] = json.loads(entry[key])
+            except (TypeError, ValueError):
+                pass
+        result.moderation.append(entry)
+    return result
+
+
+def _image_dict(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    try:
+        out["moderation"] = json.loads(out.get("moderation") or "{}")
+    except ValueError:
+        pass
+    return out
+
+
+def format_lookup(result: LookupResult) -> str:
+    """Plain-text report for the CLI and the moderator command."""
+    det = result.detection
+    lines = [
+        "watermark: "
+        + (
+            f"payload {det.payload_hex} (check bits ok, confidence {det.confidence:.2f})"
+            if det.valid
+            else f"none found (confidence {det.confidence:.2f})"
+        )
+    ]
+    meta = result.metadata
+    if meta.get("ai_generated"):
+        lines.append("metadata: marked as AI-generated (IPTC trainedAlgorithmicMedia)")
+    if "c2pa" in meta:
+        lines.append(f"C2PA: {meta['c2pa']['validation_state']} manifest")
+    if result.job is None:
+        lines.append("job: not found in this instance's store")
+        return "\n".join(lines)
+    job = result.job
+    params = job.get("params") or {}
+    lines += [
+        f"job: {job['id']} ({job['kind']}, {job['status']}), matched by {result.matched_by}",
+        f"who: user {job['user_id']}",
+        f"when: {job.get('created_at_utc', '?')}",
+        f"where: guild {job.get('guild_id') or '-'}, channel {job.get('channel_id') or '-'}",
+        f"prompt: {params.get('prompt', '?')}",
+    ]
+    if params.get("negative_prompt"):
+        lines.append(f"negative prompt: {params['negative_prompt']}")
+    settings = {k: params.get(k) for k in ("width", "height", "steps", "guidance", "scheduler", "seed")}
+    lines.append("parameters: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
+    if result.image:
+        lines.append(
+            f"image: index {result.image.get('idx', 'grid')}, seed {result.image.get('seed', '-')}"
+        )
+    for parent in result.lineage:
+        lines.append(f"parent: {parent['id']} ({parent['kind']}) by user {parent['user_id']}")
+    for child in result.children:
+        lines.append(f"child: {child['id']} ({child['kind']}) by user {child['user_id']}")
+    if result.other_candidates:
+        lines.append("other candidates (payload reused after wrap): " + ", ".join(result.other_candidates))
+    if result.moderation:
+        for entry in result.moderation:
+            lines.append(
+                f"moderation: {entry['stage']} {entry['action']} "
+                f"{','.join(entry.get('categories') or [])} - {entry.get('reason') or ''}"
+            )
+    else:
+        lines.append("moderation: no blocks or spoilers recorded for this job")
+    return "\n".join(lines)
