@@ -31,7 +31,7 @@ class Harness:
     engine: Any
     bot: ImagineBot | None = None
 
-    async def start(self) -> ImagineBot:
+    async def start(self, *, start_worker: bool = True) -> ImagineBot:
         worker = Worker(
             self.store,
             self.engine,
@@ -41,7 +41,7 @@ class Harness:
         services = Services(
             settings=self.settings, store=self.store, engine=self.engine, worker=worker
         )
-        self.bot = await start_bot(services, timeout=20)
+        self.bot = await start_bot(services, timeout=20, start_worker=start_worker)
         await self.emu.wait_until_connected()
         return self.bot
 
@@ -164,6 +164,10 @@ async def test_provenance_names_the_job_of_a_delivered_image(harness: Harness) -
     )
     assert answer.ephemeral
     assert f"<@{emu.alice.id}>" in answer.content
+
+    again = await emu.send_slash("show", {"job": job.id}, user=emu.bob)
+    reposted = await harness.result_of(again)
+    assert reposted.id != result.id and reposted.custom_ids() == result.custom_ids()
 
 
 async def test_collaboration_upscale_variation_reroll_remix_and_reaction(harness: Harness) -> None:
@@ -354,7 +358,9 @@ def _final_edits(emu: Any, iid: int) -> list[Any]:
     ]
 
 
-async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(harness: Harness) -> None:
+async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
+    harness: Harness,
+) -> None:
     emu = harness.emu
     before = await harness.imagine("a cabin in the woods --count 1 --steps 2")
     old_result = await harness.result_of(before)
@@ -367,9 +373,7 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(harn
     ]
     await _wait_status(harness.store, JobStatus.RUNNING)
     await harness.stop()  # graceful: the running job finishes; the others stay queued
-    async with harness.store.db.execute(
-        "SELECT COUNT(*) FROM jobs WHERE status = 'queued'"
-    ) as cur:
+    async with harness.store.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") as cur:
         assert (await cur.fetchone())[0] >= 1, "jobs were still queued at the stop"
 
     await harness.start()  # a new client and worker on the same store
@@ -410,3 +414,44 @@ async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Ha
     # The bot may not post in the locked channel: the job records why, nothing hangs.
     stuck = await harness.delivered(locked)
     assert "permission" in stuck.delivery["failed"]
+
+
+async def test_queue_cancel_settings_stats_and_help(harness: Harness) -> None:
+    """With the worker paused, jobs stay queued: the user commands can be checked exactly."""
+    emu = harness.emu
+    await harness.stop()
+    await harness.start(start_worker=False)
+
+    saved = await emu.send_slash(
+        "settings", {"aspect_ratio": "16:9", "private": True}, user=emu.bob
+    )
+    assert "16:9" in (await _ephemeral_reply(emu, saved)).content
+    first = await harness.imagine("a quiet harbour", user=emu.alice)
+    second = await harness.imagine("a quiet harbour at night", user=emu.bob)
+    queued = await emu.wait_for(
+        lambda: (m := emu.original_message(second)) and "position 2" in m.content and m, 10
+    )
+    assert queued.ephemeral, "bob's default is private replies"
+    bob_job = await harness.job_for(second)
+    assert bob_job.params["aspect_ratio"] == "16:9" and bob_job.delivery["private"] is True
+
+    mine = await emu.send_slash("queue", {}, user=emu.bob)
+    listing = (await _ephemeral_reply(emu, mine)).content
+    assert bob_job.id in listing and "position 2" in listing and "2 jobs waiting" in listing
+
+    alice_job = await harness.job_for(first)
+    refused = await emu.send_slash("cancel", {"job": alice_job.id}, user=emu.bob)
+    assert "not yours" in (await _ephemeral_reply(emu, refused)).content
+    cancel = await emu.send_slash("cancel", {}, user=emu.bob)
+    assert "cancelled" in (await _ephemeral_reply(emu, cancel)).content
+    assert (await harness.store.get_job(bob_job.id)).status == JobStatus.CANCELLED
+    await emu.wait_for(
+        lambda: "Cancelled" in (emu.original_message(second).content or ""), 10, "cancel shown"
+    )
+
+    stats = await emu.send_slash("stats", {}, user=emu.alice)
+    text = (await _ephemeral_reply(emu, stats)).content
+    assert "Images made" in text and "not available" in text  # no GPU energy counter on CPU
+    helped = await emu.send_slash("help", {}, user=emu.alice)
+    assert "--ar" in (await _ephemeral_reply(emu, helped)).content
+    assert not emu.violations
