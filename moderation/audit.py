@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from generation import metrics
 from generation.errors import UserInputError
 from moderation.decision import Decision
 
@@ -65,6 +66,8 @@ async def record(
         ),
     )
     await store.db.commit()
+    if decision.blocked:
+        metrics.record_moderation_block(stage, decision.categories)
     return cur.lastrowid
 
 

@@ -137,3 +137,20 @@ async def test_audit_rejects_bad_arguments(store: Store) -> None:
     with pytest.raises(ValueError, match="unknown audit stage"):
         await audit.record(store, guild_id=GUILD, channel_id=None, user_id=None, job_id=None,
                            stage="somewhere", decision=Decision("block"))
+
+
+async def test_audited_blocks_move_the_moderation_metric(store: Store) -> None:
+    from generation import metrics
+
+    def count() -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "imagine_moderation_blocks_total", {"stage": "prompt", "category": "sexual"}
+        )
+        return value or 0.0
+
+    before = count()
+    await audit.record(store, guild_id=GUILD, channel_id=CHANNEL, user_id=7, job_id="j9",
+                       stage="prompt", decision=check_prompt("a nude woman", Policy.default()))
+    await audit.record(store, guild_id=GUILD, channel_id=CHANNEL, user_id=7, job_id="j10",
+                       stage="prompt", decision=Decision.allow())
+    assert count() == before + 1
