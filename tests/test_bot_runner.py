@@ -1,0 +1,109 @@
+"""``imagine-bot run`` as an admin starts it: a real process, settings from the environment,
+pointed at the loopback emulator; it serves a prompt and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import discord
+import yarl
+
+from bot.cli import main
+from bot.client import point_at
+from tests.discord_emulator import running_emulator
+
+
+def test_point_at_moves_discord_py_to_another_host() -> None:
+    """Canary: the two undocumented attributes the emulator override relies on still exist."""
+    old_base = discord.http.Route.BASE
+    old_gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    try:
+        point_at("http://127.0.0.1:9/api/v10/", "ws://127.0.0.1:9/gateway")
+        assert discord.http.Route.BASE == "http://127.0.0.1:9/api/v10"
+        assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == yarl.URL(
+            "ws://127.0.0.1:9/gateway"
+        )
+        route = discord.http.Route("GET", "/users/@me")
+        assert route.url.startswith("http://127.0.0.1:9/api/v10/")
+    finally:
+        discord.http.Route.BASE = old_base
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_gateway
+
+
+def test_run_without_a_token_explains_how_to_set_one(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.delenv("IMAGINE_CONFIG", raising=False)
+    monkeypatch.setenv("IMAGINE_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("IMAGINE_MODEL__NAME", "tiny")
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert "DISCORD_TOKEN" in err and "Traceback" not in err
+
+
+# Shaped like a real bot token (base64 user id . timestamp . hmac), so preflight accepts it.
+BOT_TOKEN = (
+    base64.urlsafe_b64encode(b"112233445566778899").decode().rstrip("=") + ".GaBcDe." + "k" * 38
+)
+
+
+async def test_run_serves_a_prompt_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+    async with running_emulator(token=BOT_TOKEN) as emu:
+        await _serve_and_stop(emu, tmp_path)
+
+
+async def _serve_and_stop(emu, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DISCORD_TOKEN": emu.token,
+        "IMAGINE_DATA_DIR": str(tmp_path),
+        "IMAGINE_MODEL__NAME": "tiny",
+        "IMAGINE_MODEL__DEVICE": "cpu",
+        "IMAGINE_MODEL__DEFAULT_STEPS": "2",
+        "IMAGINE_DISCORD__API_BASE": emu.api_base,
+        "IMAGINE_DISCORD__GATEWAY_URL": emu.gateway_url,
+        "IMAGINE_DISCORD__DEV_GUILDS": json.dumps([emu.guild.id]),
+    }
+    env.pop("IMAGINE_CONFIG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output = bytearray()
+
+    async def drain() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(4096):
+            output.extend(chunk)
+
+    reader = asyncio.create_task(drain())
+    try:
+        await emu.wait_until_connected(timeout=180)
+        await emu.wait_for(lambda: emu.find_command("imagine", emu.guild.id), 30, "synced commands")
+        iid = await emu.send_slash("imagine", {"prompt": "a windmill --count 1"})
+        await emu.wait_for(
+            lambda: (m := emu.original_message(iid)) and m.attachments and m.custom_ids() and m,
+            180,
+            "the result",
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await reader
+    log = output.decode(errors="replace")
+    assert "stopping" in log
+    assert emu.token not in log, "the bot token must never reach the log"
+    assert emu.interaction(iid).token not in log, "nor an interaction token"
