@@ -314,8 +314,14 @@ class Scheduler:
 
         With ``batch_key``: only if that next entry has this key (else None and nothing changes),
         which is how the worker co-batches without letting anyone jump the fair order.
+
+        The running cap holds a user back only while someone else can go: when every queued
+        job belongs to users at their cap, the next one is picked anyway (work-conserving), so
+        a lone user's next job is prepared while their current one runs.
         """
         entry = self._state.pick(self._eligible, batch_key)
+        if entry is None and batch_key is _ANY and self._entries:
+            entry = self._state.pick(_always)
         if entry is not None:
             del self._entries[entry.job_id]
             self._dec(self._queued_by_user, entry.user_id)

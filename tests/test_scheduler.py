@@ -133,17 +133,31 @@ def test_queued_cap_refuses_with_the_count() -> None:
     s.check_cap(7)
 
 
-def test_running_cap_skips_a_user_until_their_job_finishes() -> None:
+def test_running_cap_skips_a_user_while_others_wait() -> None:
     s = Scheduler(max_running_per_user=1)
-    for i, user in enumerate([1, 1, 2]):
-        s.push(Entry(f"j{i}", user, 1, 1.0, i))
-    first = s.pick()
-    assert first.job_id == "j0"
-    # User 1 is at their cap, so user 2 goes next even though user 1 would be due later anyway.
-    assert s.pick().job_id == "j2"
-    assert s.pick() is None  # work-conserving only among eligible users
-    s.finished("j0")
-    assert s.pick().job_id == "j1"
+    s.push(Entry("b0", 2, 1, 1.0, 0))
+    s.push(Entry("b1", 2, 1, 1.0, 1))
+    assert s.pick().job_id == "b0"
+    s.finished("b0")
+    for i in range(3):  # a heavily weighted user: due again almost at once
+        s.push(Entry(f"a{i}", 1, 1, 1.0, 2 + i, weight=10.0))
+    assert s.pick().job_id == "a0"
+    # a1 is due next, but user 1 is at their running cap while user 2 can go.
+    assert [e.job_id for e in s.order(1)] == ["a1"]
+    assert s.pick().job_id == "b1"
+    s.finished("a0")
+    assert s.pick().job_id == "a1"
+    # Everyone left is at their cap: the cap does not idle the GPU, the next job goes anyway.
+    assert s.pick().job_id == "a2"
+    assert s.pick() is None
+
+
+def test_running_cap_never_lets_a_user_fill_a_batch() -> None:
+    s = Scheduler(max_running_per_user=1)
+    for i in range(3):
+        s.push(Entry(f"j{i}", 1, 1, 1.0, i, batch_key="k"))
+    assert s.pick().job_id == "j0"
+    assert s.pick(batch_key="k") is None  # co-batching respects the cap strictly
 
 
 def test_running_cap_in_a_fifo_queue_looks_past_the_head() -> None:
