@@ -76,7 +76,7 @@ class Actions:
             self.progress.update(job, queue_text(estimate.position, estimate.eta_s), force=True)
 
     async def on_started(self, job: Job) -> None:
-        self.progress.update(job, "Starting\u2026", force=True)
+        self.progress.update(job, "Starting\u2026")
 
     async def on_progress(self, job: Job, event: Any) -> None:
         if not self.progress.would_edit(job):

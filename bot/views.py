@@ -15,6 +15,7 @@ custom_id scheme (all well under Discord's 100 characters)::
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,8 @@ import discord
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
+
+log = logging.getLogger(__name__)
 
 _JOB = r"(?P<job>[a-z0-9]{1,40})"
 MAX_INDEX = 9
@@ -52,6 +55,22 @@ def _actions(interaction: discord.Interaction[Any]) -> Any:
     return client.actions
 
 
+GENERIC_ERROR = "Something went wrong on our side; the error was logged for the admins."
+
+
+async def _run(
+    interaction: discord.Interaction[Any], action: str, *args: Any, **kwargs: Any
+) -> None:
+    """Run an action for a press; an unexpected error still gets the user an answer."""
+    actions = _actions(interaction)
+    try:
+        await getattr(actions, action)(interaction, *args, **kwargs)
+    except Exception:
+        custom_id = (interaction.data or {}).get("custom_id")
+        log.exception("component %s failed", custom_id)
+        await actions.reply_error(interaction, GENERIC_ERROR)
+
+
 class UpscaleButton(
     discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:u:{_JOB}:(?P<i>\d)$"
 ):
@@ -73,7 +92,7 @@ class UpscaleButton(
         return cls(match["job"], int(match["i"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _actions(interaction).derive(interaction, self.job_id, "upscale", index=self.index)
+        await _run(interaction, "derive", self.job_id, "upscale", index=self.index)
 
 
 class VariationButton(
@@ -103,8 +122,8 @@ class VariationButton(
         return cls(match["job"], int(match["i"]), match["s"] == "S")
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _actions(interaction).derive(
-            interaction, self.job_id, "variation", index=self.index, strong=self.strong
+        await _run(
+            interaction, "derive", self.job_id, "variation", index=self.index, strong=self.strong
         )
 
 
@@ -127,7 +146,7 @@ class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:r:
         return cls(match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _actions(interaction).derive(interaction, self.job_id, "reroll")
+        await _run(interaction, "derive", self.job_id, "reroll")
 
 
 class RemixButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:m:{_JOB}$"):
@@ -150,7 +169,7 @@ class RemixButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:m:{
         return cls(match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _actions(interaction).open_remix(interaction, self.job_id)
+        await _run(interaction, "open_remix", self.job_id)
 
 
 class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:d:{_JOB}$"):
@@ -172,7 +191,7 @@ class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:d:
         return cls(match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _actions(interaction).delete(interaction, self.job_id)
+        await _run(interaction, "delete", self.job_id)
 
 
 DYNAMIC_ITEMS = (UpscaleButton, VariationButton, RerollButton, RemixButton, DeleteButton)
@@ -235,6 +254,11 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         self.add_item(self.image)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await _actions(interaction).remix_submitted(
-            interaction, self.job_id, self.prompt.value, self.image.value, self.count
+        await _run(
+            interaction,
+            "remix_submitted",
+            self.job_id,
+            self.prompt.value,
+            self.image.value,
+            self.count,
         )

@@ -143,6 +143,10 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     texts = [str((r.json or {}).get("content", "")) for r in edits]
     assert any("position" in t or "Queued" in t for t in texts), texts
     assert any("step" in t for t in texts), texts
+    progress_at = [r.at for r in edits if not (r.json or {}).get("components")]
+    gaps = [b - a for a, b in zip(progress_at, progress_at[1:])]
+    interval = harness.settings.discord.progress_interval_s
+    assert all(gap >= interval / 2 for gap in gaps), f"edits not throttled: {gaps}"
     grid = Image.open(io.BytesIO(result.attachments[0].data))
     assert grid.width > grid.height  # 3:2 grid of 3:2 images
     assert not emu.violations
