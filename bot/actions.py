@@ -294,7 +294,8 @@ class Actions:
                 f"you already have {cap} jobs queued or running (this server's limit for you); "
                 "wait for one to finish or /cancel one"
             )
-        roles = [r.id for r in getattr(interaction.user, "roles", [])]
+        member_roles = list(getattr(interaction.user, "roles", []))
+        roles = [r.id for r in member_roles]
         credited = [interaction.user.id]
         if parent is not None:
             credited += [parent.user_id, *parent.credited_user_ids]
@@ -306,7 +307,11 @@ class Actions:
             parent_job_id=parent.id if parent else None,
             parent_image_index=parent_image_index,
             credited_user_ids=list(dict.fromkeys(credited)),
-            weight=guild.weight_for(roles),
+            # The server's /policy role-weight (by role id), or the instance-wide
+            # queue.role_weights (by role name): the larger share wins.
+            weight=max(
+                guild.weight_for(roles), worker.weight_for_roles(r.name for r in member_roles)
+            ),
             delivery=interaction_delivery(interaction, **delivery),
         )
 

@@ -144,7 +144,7 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     assert any("position" in t or "Queued" in t for t in texts), texts
     assert any("step" in t for t in texts), texts
     progress_at = [r.at for r in edits if not (r.json or {}).get("components")]
-    gaps = [b - a for a, b in zip(progress_at, progress_at[1:])]
+    gaps = [b - a for a, b in zip(progress_at, progress_at[1:], strict=False)]
     interval = harness.settings.discord.progress_interval_s
     assert all(gap >= interval / 2 for gap in gaps), f"edits not throttled: {gaps}"
     grid = Image.open(io.BytesIO(result.attachments[0].data))
@@ -397,6 +397,7 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
 
 async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Harness) -> None:
     emu = harness.emu
+    emu.guild.attachment_size_limit = 6000  # a PNG of noise is bigger: it must be re-encoded
     locked = await harness.imagine(
         "a locked door --count 1 --steps 2", user=emu.alice, channel=emu.locked_channel
     )
@@ -412,6 +413,9 @@ async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Ha
     assert f"<@{emu.bob.id}>" in msg.content
     assert [u.id for u in msg.mentions] == [emu.bob.id], "the user is pinged, nobody else"
     assert msg.custom_ids(), "the channel message carries the buttons too"
+    image = msg.attachments[0]
+    assert image.size <= 6000 and image.filename.endswith((".webp", ".jpg"))
+    Image.open(io.BytesIO(image.data)).load()
     job = await harness.delivered(iid)
     assert job.delivery["result_message_id"] == msg.id
 
