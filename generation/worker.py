@@ -201,6 +201,7 @@ class Worker:
         self._gpu_batch_cost = 0.0
         self._abort = False
         self._stopping = False
+        self._observed = 0  # batches measured by the cost model
         self._loop: asyncio.AbstractEventLoop | None = None
         # GPU busy intervals (perf_counter), for benchmarks and the idle-gap figure.
         self.gpu_intervals: list[tuple[float, float]] = []
@@ -530,24 +531,38 @@ class Worker:
             self._generating.pop(work.job.id, None)
             self.scheduler.finished(work.job.id)
         self._wake.set()
-        made = [w for w in works if w.result is not None]
-        if made and seconds > 0 and len(made) == len(works):
-            self.cost_model.observe(sum(w.entry.cost for w in made), seconds)
         total = sum(w.entry.cost for w in works) or 1.0
+        ended = []
         for work in works:
             work.seconds = seconds * work.entry.cost / total  # each pays its share of a batch
-            if work.error is not None:
-                self._release_post_slot(work)
-                await self._generation_failed(work, work.error)
-            elif work.cancelled:  # cancelled before it started, or during its last step
-                self._release_post_slot(work)
-                work.result = None
-                await self._finish_cancelled(work)
-            else:
+            if work.error is None and not work.cancelled:
                 work.stage = "post"
                 task = asyncio.create_task(self._postprocess(work))
                 self._post_tasks.add(task)
                 task.add_done_callback(self._post_tasks.discard)
+            else:  # failed, or cancelled before it started or during its last step
+                self._release_post_slot(work)
+                work.result = None
+                ended.append(work)
+        for work in ended:
+            try:
+                if work.error is not None:
+                    await self._generation_failed(work, work.error)
+                else:
+                    await self._finish_cancelled(work)
+            except Exception:  # noqa: BLE001 - e.g. the store is gone; the row stays running
+                log.exception("job %s: recording its end failed; it reruns after a restart",
+                              work.job.id)
+                self._done(work)
+                await self._notify_idle()
+        if seconds > 0 and works and not ended:
+            self.cost_model.observe(total, seconds)
+            self._observed += 1
+            if self._observed % 20 == 0:  # remembered across restarts, crash or not
+                with contextlib.suppress(Exception):
+                    await self.store.set_value(
+                        COST_MODEL_KEY, repr(self.cost_model.seconds_per_unit)
+                    )
 
     def _release_post_slot(self, work: _Work) -> None:
         if work.holds_post_slot:
