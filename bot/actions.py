@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -383,13 +384,22 @@ class Actions:
         }
         base = await asyncio.to_thread(GenerationRequest.from_params, parent.params)
         base = base.replace(init_image=None, kind="imagine")
+        seed = None
         if prompt is not None:
-            params = parse_prompt(prompt, max_chars=self.settings.model.max_prompt_chars)
-            base = base.replace(prompt=params.styled().prompt)
-            extra["remix"] = True
-            extra["summary"] = params.summary() or extra["summary"]
+            params = parse_prompt(
+                prompt,
+                max_chars=self.settings.model.max_prompt_chars,
+                max_steps=self.settings.model.max_steps,
+                max_count=self.settings.model.max_count,
+            )
+            base = base.replace(**_remix_changes(params))
+            seed = params.seed
+            extra.update(remix=True, prompt=params.prompt, summary=params.summary())
         if kind == "reroll":
-            return await asyncio.to_thread(engine.reroll_request, base), extra
+            request = await asyncio.to_thread(engine.reroll_request, base)
+            if seed is not None:  # a seed typed into the remix wins over the new random one
+                request = request.replace(seed=seed)
+            return request, extra
         image = await self._parent_image(parent, index or 0)
         if kind == "upscale":
             return base.replace(init_image=image, kind="upscale", count=1, seed=None), extra
@@ -418,10 +428,11 @@ class Actions:
             )
             return
         prompt = parent.delivery.get("prompt") or parent.params.get("prompt", "")
-        summary = parent.delivery.get("summary", "")
+        # The parent's parameters, minus its seed: a remix should give new images.
+        summary = re.sub(r"--seed \d+\s*", "", parent.delivery.get("summary", "")).strip()
         count = int(parent.params.get("count") or 1)
         await interaction.response.send_modal(
-            RemixModal(job_id, f"{prompt} {summary}".strip(), count)
+            RemixModal(job_id, f"{prompt} {summary}".strip(), count, opened_by=interaction.id)
         )
 
     async def remix_submitted(
@@ -658,6 +669,21 @@ def _is_nsfw(channel: Any) -> bool:
         return bool(is_nsfw()) if callable(is_nsfw) else False
     except Exception:  # noqa: BLE001 - partial channels may not know
         return False
+
+
+def _remix_changes(params: PromptParams) -> dict[str, Any]:
+    """What an edited prompt changes in the parent's request (only what the user wrote)."""
+    kwargs = params.request_kwargs()
+    changes: dict[str, Any] = {
+        "prompt": kwargs["prompt"],
+        "negative_prompt": kwargs["negative_prompt"],
+    }
+    if params.aspect_ratio:
+        changes.update(aspect_ratio=params.aspect_ratio, width=None, height=None)
+    for name in ("steps", "guidance", "scheduler", "count"):
+        if kwargs.get(name) is not None:
+            changes[name] = kwargs[name]
+    return changes
 
 
 async def defer_thinking(interaction: discord.Interaction, *, ephemeral: bool) -> None:

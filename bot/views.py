@@ -233,8 +233,9 @@ def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui
 class RemixModal(discord.ui.Modal, title="Remix"):
     """Edit the prompt, then reroll it or vary one of the images with it."""
 
-    def __init__(self, job_id: str, prompt: str, count: int) -> None:
-        super().__init__(timeout=15 * 60, custom_id=f"ib:mm:{job_id}")
+    def __init__(self, job_id: str, prompt: str, count: int, *, opened_by: int = 0) -> None:
+        # Unique per opening: two people remixing the same job must not share one modal.
+        super().__init__(timeout=15 * 60, custom_id=f"ib:mm:{job_id}:{opened_by}")
         self.job_id = job_id
         self.count = count
         self.prompt = discord.ui.TextInput(

@@ -463,3 +463,17 @@ async def test_queue_cancel_settings_stats_and_help(harness: Harness) -> None:
     helped = await emu.send_slash("help", {}, user=emu.alice)
     assert "--ar" in (await _ephemeral_reply(emu, helped)).content
     assert not emu.violations
+
+
+async def test_imagine_from_an_uploaded_picture(harness: Harness) -> None:
+    from skimage import data
+
+    emu = harness.emu
+    buf = io.BytesIO()
+    Image.fromarray(data.coffee()).resize((96, 64)).save(buf, format="PNG")
+    upload = emu.upload("sketch.png", buf.getvalue(), content_type="image/png")
+    iid = await harness.imagine("a cup of tea, watercolor --count 1 --steps 4", image=upload)
+    await harness.result_of(iid)
+    job = await harness.delivered(iid)
+    assert job.status == JobStatus.DONE
+    assert Path(job.params["init_image"]).is_file(), "the upload is kept for reruns"
