@@ -199,7 +199,7 @@ def main() -> int:
             started = time.perf_counter()
             found = watermark.detect(attacked)
             detect_ms.append((time.perf_counter() - started) * 1000)
-            acc = watermark.bit_accuracy(attacked, payload)
+            acc = found.bit_accuracy(payload)
             base = baseline.accuracy(attack(plain), plain_bits) if baseline else float("nan")
             ok = found.valid and found.payload == payload
             wrong = found.valid and found.payload != payload

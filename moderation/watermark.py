@@ -72,6 +72,13 @@ class Detection:
     def payload_hex(self) -> str | None:
         return self.payload.hex() if self.payload is not None else None
 
+    def bit_accuracy(self, payload: bytes) -> float:
+        """Share of the 32 code bits read right, if ``payload`` was the one embedded."""
+        if not self.raw_bits:
+            return 0.0
+        read = np.array([int(b) for b in self.raw_bits], np.uint8)
+        return float(np.mean(read == (_codeword(payload) > 0.5)))
+
     def to_dict(self) -> dict[str, object]:
         return {
             "marked": self.valid,
@@ -294,5 +301,4 @@ def detect(img: Image.Image) -> Detection:
 
 def bit_accuracy(img: Image.Image, payload: bytes) -> float:
     """Share of the 32 code bits read correctly (for tests and the benchmark)."""
-    bits = decode_logits(img) > 0
-    return float(np.mean(bits == (_codeword(payload) > 0.5)))
+    return detect(img).bit_accuracy(payload)
