@@ -202,18 +202,28 @@ class Engine:
         strength = STRONG_STRENGTH if strong else SUBTLE_STRENGTH
         steps = parent.steps or self.defaults.steps
         steps = max(steps, math.ceil(1 / strength))
+        width, height = self._fit_budget(image.width, image.height)
         return self.validate(
             parent.replace(
                 init_image=image.convert("RGB"),
                 strength=strength,
                 steps=steps,
-                width=image.width,
-                height=image.height,
+                width=width,
+                height=height,
                 aspect_ratio=None,
                 seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1),
                 kind="variation",
             )
         )
+
+    def _fit_budget(self, width: int, height: int) -> tuple[int, int]:
+        """Shrink (keeping the ratio) to the pixel budget: an upscaled image can still be varied."""
+        scale = min(
+            1.0,
+            math.sqrt(self.limits.max_pixels / (width * height)),
+            self.limits.max_side / max(width, height),
+        )
+        return max(32, int(width * scale) // 8 * 8), max(32, int(height * scale) // 8 * 8)
 
     def reroll_request(self, parent: GenerationRequest) -> GenerationRequest:
         """The same request with a new seed."""

@@ -170,18 +170,12 @@ def _check_float(name: str, value: Any, low: float, high: float) -> float:
 
 def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> tuple[int, int]:
     max_side = int(limits.max_side)
-    if req.aspect_ratio is not None and req.width is not None and req.height is not None:
-        # A resolved request keeps both; only a contradiction is an error (validation is idempotent).
-        wanted = parse_aspect_ratio(req.aspect_ratio)
-        if abs(math.log((req.width / max(req.height, 1)) / wanted)) > 0.15:
-            raise UserInputError(
-                f"size {req.width}x{req.height} does not match aspect ratio {req.aspect_ratio}; "
-                "give either an aspect ratio or a width and height"
-            )
     for name in ("width", "height"):
         value = getattr(req, name)
         if value is not None:
             _check_int(name, value, MIN_SIDE, max_side, " px")
+    if req.aspect_ratio is not None and req.width is not None and req.height is not None:
+        raise UserInputError("give either an aspect ratio or a width and height, not both")
     base = int(limits.default_size or defaults.size)
     if req.width is not None and req.height is not None:
         width, height = float(req.width), float(req.height)
@@ -206,6 +200,11 @@ def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) 
         else:
             # Keep the area of the default square so every ratio costs about the same.
             width, height = base * math.sqrt(ratio), base / math.sqrt(ratio)
+    if min(width, height) < MIN_SIDE - SIZE_MULTIPLE / 2 and (req.width or req.height):
+        raise UserInputError(
+            f"{req.width or req.height} px with aspect ratio {req.aspect_ratio} gives a side of "
+            f"{min(width, height):.0f} px; the minimum is {MIN_SIDE} px"
+        )
     width, height = _round8(max(width, MIN_SIDE)), _round8(max(height, MIN_SIDE))
     # Shrink (keeping the ratio) rather than fail when a ratio pushes one side past the limits.
     scale = min(1.0, max_side / max(width, height), math.sqrt(limits.max_pixels / (width * height)))
@@ -216,9 +215,12 @@ def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) 
                 f"the limit is {limits.max_pixels / 1e6:.2f} megapixels (for example "
                 f"{int(math.isqrt(limits.max_pixels)) // 8 * 8}x{int(math.isqrt(limits.max_pixels)) // 8 * 8})"
             )
-        width = int(width * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
-        height = int(height * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE
-    return max(width, SIZE_MULTIPLE), max(height, SIZE_MULTIPLE)
+        width = max(MIN_SIDE, int(width * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE)
+        height = max(MIN_SIDE, int(height * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE)
+    # Rounding can nudge a 4:1 request just past 4:1; trim the long side so that a resolved
+    # request always passes validation again.
+    limit = lambda short: int(short * MAX_ASPECT) // SIZE_MULTIPLE * SIZE_MULTIPLE  # noqa: E731
+    return min(width, limit(height)), min(height, limit(width))
 
 
 def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> GenerationRequest:
@@ -275,6 +277,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         negative_prompt=negative,
         width=width,
         height=height,
+        aspect_ratio=None,  # now carried by width x height, so validating again changes nothing
         steps=steps,
         guidance=guidance,
         scheduler=scheduler,

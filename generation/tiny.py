@@ -89,45 +89,44 @@ def build_tokenizer(folder: Path | None = None) -> CLIPTokenizer:
 
 def build_tiny_pipeline(cache_dir: Path | None = None) -> StableDiffusionPipeline:
     """Build the tiny random pipeline (fp32, CPU); identical weights on every call."""
-    torch.manual_seed(INIT_SEED)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_DIM,
-        norm_num_groups=32,
-    )
-    torch.manual_seed(INIT_SEED)
-    vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        sample_size=64,
-        norm_num_groups=32,
-    )
     tokenizer = build_tokenizer(cache_dir)
-    torch.manual_seed(INIT_SEED)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            hidden_size=TEXT_DIM,
-            intermediate_size=37,
-            layer_norm_eps=1e-05,
-            num_attention_heads=4,
-            num_hidden_layers=5,
-            vocab_size=len(tokenizer),
-            max_position_embeddings=MAX_TOKENS,
+    with torch.random.fork_rng(devices=[]):  # fixed weights without touching the global RNG
+        torch.manual_seed(INIT_SEED)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=TEXT_DIM,
+            norm_num_groups=32,
         )
-    )
+        vae = AutoencoderKL(
+            block_out_channels=(32, 64),
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            latent_channels=4,
+            sample_size=64,
+            norm_num_groups=32,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                hidden_size=TEXT_DIM,
+                intermediate_size=37,
+                layer_norm_eps=1e-05,
+                num_attention_heads=4,
+                num_hidden_layers=5,
+                vocab_size=len(tokenizer),
+                max_position_embeddings=MAX_TOKENS,
+            )
+        )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
         beta_end=0.012,

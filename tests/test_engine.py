@@ -320,3 +320,25 @@ def test_missing_lora_file_is_a_clear_error(tmp_path):
     )
     with pytest.raises(UserInputError, match="LoRA file .*style.safetensors .*does not exist"):
         Engine.load(settings)
+
+
+def test_variation_of_an_upscaled_image_fits_the_pixel_budget(tiny_engine: Engine):
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1))
+    req = tiny_engine.variation_request(parent, Image.new("RGB", (2048, 1024)), strong=False)
+    assert req.width * req.height <= tiny_engine.limits.max_pixels
+    assert req.width % 8 == 0 and req.height % 8 == 0
+    assert abs(req.width / req.height - 2) < 0.02
+
+
+def test_tiny_weights_are_fixed_and_leave_the_global_rng_alone():
+    from generation.tiny import build_tiny_pipeline
+
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    a = build_tiny_pipeline()
+    assert torch.equal(torch.rand(1), expected)
+    b = build_tiny_pipeline()
+    for module in ("unet", "vae", "text_encoder"):
+        left, right = getattr(a, module).state_dict(), getattr(b, module).state_dict()
+        assert all(torch.equal(left[k], right[k]) for k in left), module

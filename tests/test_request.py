@@ -99,8 +99,8 @@ def test_pixel_budget():
     assert "limit is 1.05 megapixels" in msg
 
 
-def test_aspect_ratio_and_contradicting_size():
-    bad("does not match aspect ratio 16:9", aspect_ratio="16:9", width=512, height=512)
+def test_aspect_ratio_and_full_size_conflict():
+    bad("either an aspect ratio or a width and height", aspect_ratio="1:1", width=512, height=512)
 
 
 def test_validation_is_idempotent():
@@ -216,3 +216,39 @@ def test_infotext_is_a1111_format():
         "a red fox\nNegative prompt: blurry\n"
         "Steps: 30, Sampler: DPM++ 2M, CFG scale: 7, Seed: 10, Size: 512x512, Model: sd15"
     )
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    width=st.one_of(st.none(), st.integers(-10, 5000)),
+    height=st.one_of(st.none(), st.integers(-10, 5000)),
+    ar=st.one_of(
+        st.none(), st.tuples(st.integers(0, 20), st.integers(0, 20)).map(lambda t: f"{t[0]}:{t[1]}")
+    ),
+)
+def test_any_size_is_either_valid_or_a_clear_error(width, height, ar):
+    try:
+        req = check(width=width, height=height, aspect_ratio=ar)
+    except UserInputError as exc:
+        message = str(exc)
+        assert any(
+            hint in message
+            for hint in (
+                "allowed range",
+                "limit is",
+                "between",
+                "W:H",
+                "either an aspect ratio",
+                "minimum is",
+                "above 0",
+            )
+        ), message
+        return
+    assert req.width % 8 == 0 and req.height % 8 == 0
+    assert 32 <= req.width <= LIMITS.max_side and 32 <= req.height <= LIMITS.max_side
+    assert req.width * req.height <= LIMITS.max_pixels
+    assert resolve(req, SD15, LIMITS) == req  # idempotent
