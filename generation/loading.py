@@ -151,7 +151,16 @@ def load_model(cfg: ModelSettings) -> LoadedModel:
     if cfg.name == TINY_NAME:
         pipe = build_tiny_pipeline(cfg.cache_dir / "tiny-tokenizer" if cfg.cache_dir else None)
     else:
-        pipe = _load_from_source(cfg, dtype)
+        try:
+            pipe = _load_from_source(cfg, dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            if isinstance(exc, UserInputError):
+                raise
+            raise UserInputError(
+                f"could not load model {cfg.name!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. "
+                "model.name takes a Hugging Face hub id (downloaded once, then cached), a local "
+                "diffusers folder, a .safetensors/.ckpt file, or tiny"
+            ) from exc
     return prepare(pipe, cfg, name=cfg.name, device=device, dtype=dtype)
 
 

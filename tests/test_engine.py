@@ -342,3 +342,12 @@ def test_tiny_weights_are_fixed_and_leave_the_global_rng_alone():
     for module in ("unet", "vae", "text_encoder"):
         left, right = getattr(a, module).state_dict(), getattr(b, module).state_dict()
         assert all(torch.equal(left[k], right[k]) for k in left), module
+
+
+def test_unloadable_model_folder_is_a_clear_error(tmp_path):
+    from generation.config import Settings
+
+    (tmp_path / "empty-model").mkdir()
+    settings = Settings(model={"name": str(tmp_path / "empty-model"), "device": "cpu"})
+    with pytest.raises(UserInputError, match="could not load model .*empty-model.*hub id"):
+        Engine.load(settings)
