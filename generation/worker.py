@@ -181,7 +181,10 @@ class Worker:
         self._post = ThreadPoolExecutor(q.postprocess_threads, thread_name_prefix="imagine-post")
         # Taken by the GPU thread for each finished job, given back when its post-processing
         # ends: if post-processing falls behind, the GPU waits instead of piling up images.
-        self._post_slots = threading.BoundedSemaphore(q.postprocess_threads * 2)
+        # At least one slot per job of a full batch, or a batch could wait on itself.
+        self._post_slots = threading.BoundedSemaphore(
+            max(q.postprocess_threads * 2, settings.model.max_batch)
+        )
         # The GPU thread pulls batches straight from here, so going from one batch to the next
         # never waits on the event loop.
         self._ready: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
