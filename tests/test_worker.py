@@ -124,14 +124,15 @@ async def test_jobs_run_in_fair_order_and_are_recorded(tiny_engine, tiny_setting
 async def test_compatible_jobs_of_different_users_share_one_batch(
     tiny_engine, tiny_settings, tmp_path, store
 ):
-    settings = settings_for(tiny_settings, tmp_path)
+    # One post-processing thread: a full batch must still find room to hand its results over.
+    settings = settings_for(tiny_settings, tmp_path, postprocess_threads=1)
     rec = Recorder(store)
     worker = Worker(store, tiny_engine, settings, listener=rec)
-    jobs = [await worker.submit(req(f"cat {u}"), user_id=u) for u in (1, 2, 3)]
+    jobs = [await worker.submit(req(f"cat {u}"), user_id=u) for u in (1, 2, 3, 4)]
     await worker.start()
-    await worker.join()
+    await asyncio.wait_for(worker.join(), timeout=300)  # a self-wait would hang here
     await worker.stop()
-    assert len(worker.gpu_intervals) == 1  # one denoising call for all three
+    assert len(worker.gpu_intervals) == 1  # one denoising call for all four
     rows = [await store.get_job(j.id) for j in jobs]
     assert all(r.status == JobStatus.DONE for r in rows)
     start, end = worker.gpu_intervals[0]
