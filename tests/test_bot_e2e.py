@@ -4,6 +4,7 @@ against the loopback Discord emulator. Each test is one thing a community member
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Harness:
     settings: Settings
     store: Store
     engine: Any
+    real_postprocess: bool = True
     bot: ImagineBot | None = None
 
     async def start(self, *, start_worker: bool = True) -> ImagineBot:
@@ -36,7 +38,7 @@ class Harness:
             self.store,
             self.engine,
             self.settings,
-            postprocess=_postprocess(self.settings, self.store),
+            postprocess=_postprocess(self.settings, self.store) if self.real_postprocess else None,
         )
         services = Services(
             settings=self.settings, store=self.store, engine=self.engine, worker=worker
@@ -104,9 +106,10 @@ def _with_files(msg: Any) -> Any:
     return msg if msg is not None and msg.attachments and msg.components else None
 
 
-@pytest.fixture
-async def harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncIterator[Harness]:
-    emu = discord_emulator
+@contextlib.asynccontextmanager
+async def _harness(
+    emu: Any, engine: Any, tmp_path: Path, *, real_postprocess: bool
+) -> AsyncIterator[Harness]:
     settings = Settings(
         data_dir=tmp_path,
         model={"name": "tiny", "device": "cpu", "default_steps": 2},
@@ -119,13 +122,29 @@ async def harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncIterato
         },
     )
     store = await Store.open(settings.db_path)
-    h = Harness(emu, settings, store, tiny_engine)
+    h = Harness(emu, settings, store, engine, real_postprocess=real_postprocess)
     await h.start()
     try:
         yield h
     finally:
         await h.stop()
         await store.close()
+
+
+@pytest.fixture
+async def harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The bot with the real post-processing: moderation, watermark, provenance."""
+    async with _harness(discord_emulator, tiny_engine, tmp_path, real_postprocess=True) as h:
+        yield h
+
+
+@pytest.fixture
+async def quick_harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncIterator[Harness]:
+    """The bot with the worker's plain PNG saver (its default without moderation), for tests
+    about Discord behaviour only: the watermark costs about a second per image on a busy CPU, and
+    the real post-processing is covered by the tests that use ``harness``."""
+    async with _harness(discord_emulator, tiny_engine, tmp_path, real_postprocess=False) as h:
+        yield h
 
 
 async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
@@ -174,7 +193,10 @@ async def test_provenance_names_the_job_of_a_delivered_image(harness: Harness) -
     assert reposted.id != result.id and reposted.custom_ids() == result.custom_ids()
 
 
-async def test_collaboration_upscale_variation_reroll_remix_and_reaction(harness: Harness) -> None:
+async def test_collaboration_upscale_variation_reroll_remix_and_reaction(
+    quick_harness: Harness,
+) -> None:
+    harness = quick_harness
     emu = harness.emu
     iid = await harness.imagine("a paper boat on a pond --count 2 --steps 2 --seed 3")
     grid = await harness.result_of(iid)
@@ -363,8 +385,9 @@ def _final_edits(emu: Any, iid: int) -> list[Any]:
 
 
 async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
-    harness: Harness,
+    quick_harness: Harness,
 ) -> None:
+    harness = quick_harness
     emu = harness.emu
     before = await harness.imagine("a cabin in the woods --count 1 --steps 2")
     old_result = await harness.result_of(before)
@@ -395,7 +418,10 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
     assert emu.interaction(gone).acknowledged
 
 
-async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Harness) -> None:
+async def test_after_token_expiry_results_arrive_as_channel_messages(
+    quick_harness: Harness,
+) -> None:
+    harness = quick_harness
     emu = harness.emu
     emu.guild.attachment_size_limit = 6000  # a PNG of noise is bigger: it must be re-encoded
     locked = await harness.imagine(
@@ -424,8 +450,9 @@ async def test_after_token_expiry_results_arrive_as_channel_messages(harness: Ha
     assert "permission" in stuck.delivery["failed"]
 
 
-async def test_queue_cancel_settings_stats_and_help(harness: Harness) -> None:
+async def test_queue_cancel_settings_stats_and_help(quick_harness: Harness) -> None:
     """With the worker paused, jobs stay queued: the user commands can be checked exactly."""
+    harness = quick_harness
     emu = harness.emu
     await harness.stop()
     await harness.start(start_worker=False)
@@ -441,7 +468,8 @@ async def test_queue_cancel_settings_stats_and_help(harness: Harness) -> None:
     )
     assert queued.ephemeral, "bob's default is private replies"
     bob_job = await harness.job_for(second)
-    assert bob_job.params["aspect_ratio"] == "16:9" and bob_job.delivery["private"] is True
+    assert bob_job.params["width"] > bob_job.params["height"], "bob's default 16:9 applies"
+    assert bob_job.delivery["private"] is True
 
     mine = await emu.send_slash("queue", {}, user=emu.bob)
     listing = (await _ephemeral_reply(emu, mine)).content
@@ -465,7 +493,8 @@ async def test_queue_cancel_settings_stats_and_help(harness: Harness) -> None:
     assert not emu.violations
 
 
-async def test_imagine_from_an_uploaded_picture(harness: Harness) -> None:
+async def test_imagine_from_an_uploaded_picture(quick_harness: Harness) -> None:
+    harness = quick_harness
     from skimage import data
 
     emu = harness.emu
