@@ -4,6 +4,7 @@
     python bench/generation.py --json                  # same, one JSON object on stdout
     python bench/generation.py --device cuda --arch sd15 --steps 20
     python bench/generation.py --device cuda --arch sdxl --steps 20
+    python bench/generation.py --device cuda --arch sd15 --steps 20 --compile
 
 Measured side by side in one run (the cases are interleaved, repeats take the median):
 
@@ -154,6 +155,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
             "name": "tiny" if args.arch == "tiny" else f"random-{args.arch}",
             "device": args.device,
             "dtype": args.dtype,
+            "compile": args.compile,
             "max_batch": max(4, args.n),
             "max_pixels": max(1024 * 1024, args.size * args.size),
         }
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="image side in px (default: the arch's native)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU)")
     parser.add_argument("--n", type=int, default=4, help="co-batched requests (default 4)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "size": args.size,
         "steps": args.steps,
         "guidance": args.guidance,
+        "compile": args.compile,
         "n": args.n,
         "repeats": args.repeats,
         "load_s": round(load_s, 2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -351,3 +352,16 @@ def test_unloadable_model_folder_is_a_clear_error(tmp_path):
     settings = Settings(model={"name": str(tmp_path / "empty-model"), "device": "cpu"})
     with pytest.raises(UserInputError, match="could not load model .*empty-model.*hub id"):
         Engine.load(settings)
+
+
+def test_stored_params_remake_the_same_images(tiny_engine: Engine, tmp_path):
+    """A job recovered from the store after a restart gives the pixels it would have given."""
+    init = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    req = tiny_engine.validate(
+        GenerationRequest("a fox", init_image=init, strength=0.5, steps=2, count=1, seed=11)
+    )
+    params = json.loads(json.dumps(req.to_params(init_image_path=tmp_path / "init.png")))
+    again = GenerationRequest.from_params(params)
+    assert same(
+        tiny_engine.generate([again])[0].images[0], tiny_engine.generate([req])[0].images[0]
+    )
