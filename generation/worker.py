@@ -344,15 +344,14 @@ class Worker:
             raise UserInputError(f"there is no job {job_id}")
         if user_id is not None and job.user_id != user_id:
             raise UserInputError(f"job {job_id} is not yours; you can only cancel your own jobs")
-        if self.scheduler.remove(job_id) is not None or job.status == JobStatus.QUEUED:
-            cancelled = await self.store.cancel(job_id)
-            await self._notify_idle()
-            return cancelled
         work = self._active.get(job_id)
-        if work is None or work.stage == "post":
-            return False
-        work.cancelled = True  # polled by the GPU thread every step; the feeder skips it too
-        return True
+        if work is not None and work.stage != "post":
+            work.cancelled = True  # polled by the GPU thread every step; the feeder skips it too
+        if self.scheduler.remove(job_id) is not None or job.status == JobStatus.QUEUED:
+            if await self.store.cancel(job_id):
+                await self._notify_idle()
+                return True
+        return work is not None and work.cancelled
 
     def estimate(self, job_id: str) -> Estimate | None:
         """Queue position and ETA of a queued job (None once it started)."""
@@ -381,10 +380,10 @@ class Worker:
             except Exception:  # noqa: BLE001 - e.g. the store is briefly locked; jobs stay safe
                 log.exception("feeder: preparing a batch failed; its jobs go back to the queue")
                 self._ahead.release()
-                await self._requeue([w for w in batch.works if w.stage == "picked"])
-                for work in batch.works:
-                    if work.job.id not in self.scheduler:
-                        self.scheduler.push(work.entry)
+                unfinished = [w for w in batch.works if w.job.id in self._active]
+                await self._requeue(unfinished)
+                for work in unfinished:
+                    self.scheduler.push(work.entry)
 
     async def _prepare_batch(self, batch: _Batch) -> bool:
         for work in batch.works:
