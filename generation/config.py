@@ -53,6 +53,8 @@ class ModelSettings(BaseModel):
 class QueueSettings(BaseModel):
     mode: Literal["fair", "fifo"] = "fair"
     max_queued_per_user: int = 5
+    # Jobs of one user in flight (on the GPU or prepared next) while others wait; a user alone
+    # in the queue is not held back by it. Also caps how many of their jobs share a batch.
     max_running_per_user: int = 1
     # Role name -> weight in the fair share (e.g. {"Server Booster" = 2.0}).
     role_weights: dict[str, float] = Field(default_factory=dict)
