@@ -506,3 +506,35 @@ async def test_imagine_from_an_uploaded_picture(quick_harness: Harness) -> None:
     job = await harness.delivered(iid)
     assert job.status == JobStatus.DONE
     assert Path(job.params["init_image"]).is_file(), "the upload is kept for reruns"
+
+
+async def test_author_only_policy_and_a_deleted_channel(quick_harness: Harness) -> None:
+    harness = quick_harness
+    emu = harness.emu
+    iid = await harness.imagine("a kite over a field --count 1 --steps 2", user=emu.alice)
+    result = await harness.result_of(iid)
+    job = await harness.delivered(iid)
+    restrict = await emu.send_slash(
+        "policy set",
+        {"field": "others_can_press_buttons", "value": "false"},
+        user=emu.moderator,
+    )
+    assert "others_can_press_buttons" in (await _ephemeral_reply(emu, restrict)).content
+    press = await emu.click(result, f"ib:v:{job.id}:0:S", user=emu.bob)
+    assert "only the person who made" in (await _ephemeral_reply(emu, press)).content
+
+    # The channel disappears while a job waits (worker paused to make "waits" certain): the job
+    # records why, and the queue goes on with the next one.
+    await harness.stop()
+    bot = await harness.start(start_worker=False)
+    doomed = emu.world.add_channel(emu.guild, "doomed")
+    lost = await harness.imagine("a kite in the rain --count 1 --steps 2", channel=doomed)
+    await harness.job_for(lost)
+    await emu.delete_channel(doomed)
+    # (Past the token's life the bot posts to the channel; the emulator answers 404 there.)
+    emu.clock.advance(15 * 60 + 1)
+    await bot.services.worker.start()
+    gone = await harness.delivered(lost, timeout=120)
+    assert "gone" in gone.delivery["failed"]
+    after = await harness.imagine("a kite at night --count 1 --steps 2", user=emu.bob)
+    await harness.result_of(after)
