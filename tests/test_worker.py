@@ -367,3 +367,27 @@ async def test_variation_and_upscale_jobs_run_from_their_stored_init_image(
         sizes.append((image.width, image.height))
     assert [j.kind.value for j in jobs] == ["variation", "upscale"]
     assert sizes == [(64, 64), (128, 128)]
+
+
+async def test_cancelling_the_job_prepared_next_skips_it(tiny_engine, tiny_settings, tmp_path, store):
+    settings = settings_for(tiny_settings, tmp_path, cobatch=False)
+    rec = Recorder(store)
+    worker = Worker(store, tiny_engine, settings, listener=rec)
+    first = await worker.submit(req("first", steps=12), user_id=1)
+    second = await worker.submit(req("second"), user_id=2)
+    outcome: list[bool] = []
+
+    async def cancel_second(job: Job, event: Any) -> None:
+        if job.id == first.id and not outcome:
+            # By now the feeder has picked (and usually prepared) the second job.
+            outcome.append(await worker.cancel(second.id, user_id=2))
+
+    rec.hooks["progress"] = cancel_second
+    await worker.start()
+    await worker.join()
+    await worker.stop()
+    assert outcome == [True]
+    assert (await store.get_job(first.id)).status == JobStatus.DONE
+    assert (await store.get_job(second.id)).status == JobStatus.CANCELLED
+    assert second.id not in rec.order("started")
+    assert rec.reasons[second.id] == "cancelled"
