@@ -153,7 +153,7 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     emu = harness.emu
     iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7 --steps 2")
     inter = await emu.wait_for_response(iid, timeout=3)
-    assert inter.acknowledged
+    assert inter.initial_response == 5 and inter.responded_at - inter.created_at < 3
     result = await harness.result_of(iid)
     assert len(result.custom_ids()) == GRID_BUTTONS
     assert "seed" in result.content and "7" in result.content
@@ -281,6 +281,9 @@ async def test_blocked_prompt_gets_a_reason_and_reaches_the_moderation_log(
         assert [tuple(r) for r in await cur.fetchall()] == [("block", "prompt", emu.bob.id)]
     async with harness.store.db.execute("SELECT COUNT(*) FROM jobs") as cur:
         assert (await cur.fetchone())[0] == 0, "a blocked prompt never becomes a job"
+    audit = await emu.send_slash("policy audit", {}, user=emu.moderator)
+    entry = (await _ephemeral_reply(emu, audit)).content
+    assert "block (prompt)" in entry and f"<@{emu.bob.id}>" in entry
 
 
 async def test_policy_change_applies_to_the_next_prompt_and_needs_a_moderator(
@@ -322,6 +325,8 @@ async def test_bad_attachments_are_refused_clearly(harness: Harness) -> None:
     frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
     gif = io.BytesIO()
     frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    bomb = io.BytesIO()  # 50 megapixels in a few kilobytes: decoding it would eat the machine
+    Image.new("1", (10_000, 5_000)).save(bomb, format="PNG")
     cases = [
         (emu.upload("notes.txt", b"hello", content_type="text/plain"), "not an image"),
         (
@@ -329,6 +334,7 @@ async def test_bad_attachments_are_refused_clearly(harness: Harness) -> None:
             "not a recognised image",
         ),
         (emu.upload("anim.gif", gif.getvalue(), content_type="image/gif"), "animated"),
+        (emu.upload("bomb.png", bomb.getvalue(), content_type="image/png"), "megapixels"),
     ]
     for attachment, words in cases:
         iid = await harness.imagine("a fox", image=attachment)
