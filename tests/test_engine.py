@@ -365,3 +365,39 @@ def test_stored_params_remake_the_same_images(tiny_engine: Engine, tmp_path):
     assert same(
         tiny_engine.generate([again])[0].images[0], tiny_engine.generate([req])[0].images[0]
     )
+
+
+def _write_lora(path) -> None:
+    """A small random LoRA for the tiny UNet, saved the way training scripts save one."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    from generation.tiny import build_tiny_pipeline
+
+    unet = build_tiny_pipeline().unet
+    unet.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_k", "to_q", "to_v", "to_out.0"])
+    )
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_B" in name:  # peft starts B at zero (a no-op LoRA); make it do something
+                param.normal_(0, 0.5, generator=gen)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(
+        str(path.parent), unet_lora_layers=layers, weight_name=path.name
+    )
+
+
+def test_lora_by_path_is_fused_into_the_shared_unet(tiny_engine: Engine, tmp_path):
+    from generation.config import Settings
+
+    lora = tmp_path / "style.safetensors"
+    _write_lora(lora)
+    req = GenerationRequest("a fox", seed=1, count=1, steps=2)
+    engine = Engine.load(Settings(model={"name": "tiny", "device": "cpu", "lora": lora}))
+    assert engine.txt2img.unet is engine.img2img.unet
+    styled = engine.generate([req])[0].images[0]
+    assert np.abs(pixels(styled) - pixels(tiny_engine.generate([req])[0].images[0])).mean() > 1
