@@ -436,17 +436,13 @@ class Actions:
         )
 
     async def remix_submitted(
-        self,
-        interaction: discord.Interaction,
-        job_id: str,
-        prompt: str,
-        image_field: str,
-        count: int,
+        self, interaction: discord.Interaction, job_id: str, prompt: str, image_field: str
     ) -> None:
         parent = await self.store.get_job(job_id)
         private = bool(parent and parent.delivery.get("private"))
         await defer_thinking(interaction, ephemeral=private)
         try:
+            count = int(parent.params.get("count") or 1) if parent else 1
             words = (image_field or "").lower().split()
             if not words:
                 await self.derive(interaction, job_id, "reroll", prompt=prompt, deferred=True)

@@ -230,36 +230,73 @@ def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui
     return view
 
 
+REMIX_MODAL = re.compile(rf"^ib:mm:{_JOB}:\d+$")
+
+
 class RemixModal(discord.ui.Modal, title="Remix"):
-    """Edit the prompt, then reroll it or vary one of the images with it."""
+    """Edit the prompt, then reroll it or vary one of the images with it.
+
+    Like the buttons, the submission is understood from its ids alone (``handle_modal_submit``,
+    called for every modal interaction), so a modal opened before a restart still works.
+    """
 
     def __init__(self, job_id: str, prompt: str, count: int, *, opened_by: int = 0) -> None:
         # Unique per opening: two people remixing the same job must not share one modal.
         super().__init__(timeout=15 * 60, custom_id=f"ib:mm:{job_id}:{opened_by}")
-        self.job_id = job_id
-        self.count = count
-        self.prompt = discord.ui.TextInput(
-            label="Prompt",
-            style=discord.TextStyle.paragraph,
-            default=prompt[:4000],
-            max_length=4000,
-            required=True,
+        self.add_item(
+            discord.ui.TextInput(
+                label="Prompt",
+                style=discord.TextStyle.paragraph,
+                default=prompt[:4000],
+                max_length=4000,
+                required=True,
+                custom_id="prompt",
+            )
         )
-        self.image = discord.ui.TextInput(
-            label=f"Vary image (1-{count}); empty = new images",
-            required=False,
-            max_length=12,
-            placeholder="e.g. 2 or 2 strong",
+        self.add_item(
+            discord.ui.TextInput(
+                label=f"Vary image (1-{count}); empty = new images",
+                required=False,
+                max_length=12,
+                placeholder="e.g. 2 or 2 strong",
+                custom_id="image",
+            )
         )
-        self.add_item(self.prompt)
-        self.add_item(self.image)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        await _run(
-            interaction,
-            "remix_submitted",
-            self.job_id,
-            self.prompt.value,
-            self.image.value,
-            self.count,
-        )
+        """Answered by ``handle_modal_submit`` (also after a restart), not by this instance."""
+
+
+def modal_values(data: dict[str, Any]) -> dict[str, str]:
+    """``{custom_id: value}`` of a modal submission (action rows or labels)."""
+    values: dict[str, str] = {}
+
+    def walk(components: list[dict[str, Any]]) -> None:
+        for comp in components:
+            if "custom_id" in comp and "value" in comp:
+                values[comp["custom_id"]] = str(comp["value"] or "")
+            walk(comp.get("components", []))
+            if isinstance(comp.get("component"), dict):
+                walk([comp["component"]])
+
+    walk(data.get("components", []))
+    return values
+
+
+async def handle_modal_submit(interaction: discord.Interaction) -> bool:
+    """Run a remix submission; False when the interaction is not one of ours."""
+    if interaction.type != discord.InteractionType.modal_submit:
+        return False
+    data: dict[str, Any] = dict(interaction.data or {})
+    match = REMIX_MODAL.match(str(data.get("custom_id", "")))
+    if match is None:
+        return False
+    values = modal_values(data)
+    await _run(
+        interaction,
+        "remix_submitted",
+        match["job"],
+        values.get("prompt", ""),
+        values.get("image", ""),
+    )
+    return True

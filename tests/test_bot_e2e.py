@@ -231,10 +231,8 @@ async def test_collaboration_upscale_variation_reroll_remix_and_reaction(
     # Remix: a modal to edit the prompt, then new images with it.
     opened = await emu.click(grid, f"ib:m:{parent.id}", user=emu.bob)
     await emu.wait_for(lambda: emu.interaction(opened).modal, 10, "remix modal")
-    modal = emu.interaction(opened).modal
-    prompt_id = modal["components"][0]["components"][0]["custom_id"]
     sub = await emu.submit_modal(
-        opened, {prompt_id: "a paper boat on a stormy sea --steps 2"}, user=emu.bob
+        opened, {"prompt": "a paper boat on a stormy sea --steps 2"}, user=emu.bob
     )
     remix_msg = await harness.result_of(sub)
     remixed = await harness.delivered(sub)
@@ -404,6 +402,8 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
         await harness.imagine(f"a cabin number {i} --count 1 --steps 2", user=user)
         for i, user in enumerate(users)
     ]
+    remix = await emu.click(old_result, f"ib:m:{old_job.id}", user=emu.bob)
+    await emu.wait_for(lambda: emu.interaction(remix).modal, 10, "remix modal before restart")
     await _wait_status(harness.store, JobStatus.RUNNING)
     await harness.stop()  # graceful: the running job finishes; the others stay queued
     async with harness.store.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") as cur:
@@ -415,6 +415,11 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
         await harness.delivered(iid)
     for iid in [before, *iids]:
         assert len(_final_edits(emu, iid)) == 1, "each result is delivered exactly once"
+
+    # A modal opened before the restart is understood after it (ids + store, no memory).
+    submitted = await emu.submit_modal(remix, {"prompt": "a cabin in the snow --count 1"})
+    await harness.result_of(submitted)
+    assert (await harness.delivered(submitted)).parent_job_id == old_job.id
 
     # Buttons on a message from before the restart still work (rebuilt from custom_id + store).
     opened = await emu.click(old_result, f"ib:m:{old_job.id}", user=emu.bob)

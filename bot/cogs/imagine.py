@@ -75,6 +75,12 @@ class ImagineCog(commands.Cog):
         )
 
     @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        from bot.views import handle_modal_submit
+
+        await handle_modal_submit(interaction)
+
+    @commands.Cog.listener()
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         await self.bot.actions.reaction(payload)
 
