@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PREVIEW_SIDE = 256
+MAX_FINISHED = 10_000  # job ids remembered as finished (late progress events are dropped)
 
 
 class Throttle:
@@ -86,7 +87,7 @@ class ProgressEditor:
         self.client = client
         self.throttle = Throttle(interval_s)
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._finished: set[str] = set()
+        self._finished: dict[str, None] = {}  # insertion-ordered set, bounded below
         self.edits = 0  # for tests and the bench
 
     def update(
@@ -115,7 +116,9 @@ class ProgressEditor:
 
     async def finish(self, job_id: str) -> None:
         """The result is about to be delivered: wait for the pending edit, refuse later ones."""
-        self._finished.add(job_id)
+        self._finished[job_id] = None
+        while len(self._finished) > MAX_FINISHED:
+            self._finished.pop(next(iter(self._finished)))
         await self.settle(job_id)
 
     async def settle(self, job_id: str) -> None:

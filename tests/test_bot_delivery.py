@@ -153,3 +153,15 @@ def test_queue_text(pos, eta, words) -> None:
 
 def test_progress_text() -> None:
     assert "step 2 of 4" in progress_text(2, 4)
+
+
+async def test_no_progress_edit_after_the_result() -> None:
+    from bot.progress import ProgressEditor
+
+    editor = ProgressEditor(None, 0.0)  # type: ignore[arg-type]
+    job = _job(delivery={"token": "t", "application_id": 1, "created_at": time.time()})
+    await editor.finish(job.id)
+    assert not editor.would_edit(job)
+    assert not editor.update(job, "step 3 of 4", force=True)
+    dead = _job(id="old", delivery={"token": "t", "application_id": 1, "created_at": 0.0})
+    assert not editor.update(dead, "Queued"), "an expired token is never used"
