@@ -103,12 +103,14 @@ def build_tiny_pipeline(cache_dir: Path | None = None) -> StableDiffusionPipelin
             cross_attention_dim=TEXT_DIM,
             norm_num_groups=32,
         )
+        # Four blocks, so latents are 1/8 of the image side as in real SD models (and the UNet
+        # works on 8x8 latents for a 64x64 image, which keeps it fast).
         vae = AutoencoderKL(
-            block_out_channels=(32, 64),
+            block_out_channels=(32, 32, 64, 64),
             in_channels=3,
             out_channels=3,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
             latent_channels=4,
             sample_size=64,
             norm_num_groups=32,
