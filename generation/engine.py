@@ -381,11 +381,13 @@ class Engine:
         *,
         seed: int | None = None,
         tile_size: int | None = None,
+        progress: Callable[[ProgressEvent], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
         """2x upscale: Lanczos, then low-strength img2img (tiled when large) to add detail.
 
         Falls back to the plain Lanczos result when the device runs out of memory, so the
-        button still gives the user a bigger image.
+        button still gives the user a bigger image. Progress counts steps over all tiles.
         """
         started = time.perf_counter()
         width, height = image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR
@@ -407,9 +409,9 @@ class Engine:
         try:
             if width * height <= min(self.limits.max_pixels, tile * tile):
                 req = self._validate_upscale(base, big, width, height)
-                out = self._run_batch([0], [req], None, None)[0].images[0]
+                out = self._run_batch([0], [req], progress, should_cancel)[0].images[0]
             else:
-                out = self._tiled(big, base, tile)
+                out = self._tiled(big, base, tile, progress, should_cancel)
         except OutOfMemory:
             log.warning(
                 "upscale of %dx%d ran out of memory; returning the Lanczos resize", width, height
@@ -443,22 +445,35 @@ class Engine:
             ),
         )
 
-    def _tiled(self, big: Image.Image, base: GenerationRequest, tile: int) -> Image.Image:
+    def _tiled(
+        self,
+        big: Image.Image,
+        base: GenerationRequest,
+        tile: int,
+        progress: Callable[[ProgressEvent], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> Image.Image:
         """Refine overlapping tiles and blend them with linear ramps, so no seams show."""
         width, height = big.size
         tile_w, tile_h = min(tile, width), min(tile, height)
         acc = np.zeros((height, width, 3), np.float64)
         weight = np.zeros((height, width, 1), np.float64)
-        for top in _tile_starts(height, tile_h):
-            for left in _tile_starts(width, tile_w):
-                crop = big.crop((left, top, left + tile_w, top + tile_h))
-                req = self._validate_upscale(base, crop, tile_w, tile_h)
-                refined = self._run_batch([0], [req], None, None)[0].images[0]
-                mask = _ramp(tile_w, tile_h)
-                acc[top : top + tile_h, left : left + tile_w] += (
-                    np.asarray(refined, np.float64) * mask
-                )
-                weight[top : top + tile_h, left : left + tile_w] += mask
+        corners = [
+            (t, lf) for t in _tile_starts(height, tile_h) for lf in _tile_starts(width, tile_w)
+        ]
+        for done, (top, left) in enumerate(corners):
+
+            def tile_progress(event: ProgressEvent, done: int = done) -> None:
+                if progress is not None:
+                    total = event.total * len(corners)
+                    progress(ProgressEvent(done * event.total + event.step, total, None, 0))
+
+            crop = big.crop((left, top, left + tile_w, top + tile_h))
+            req = self._validate_upscale(base, crop, tile_w, tile_h)
+            refined = self._run_batch([0], [req], tile_progress, should_cancel)[0].images[0]
+            mask = _ramp(tile_w, tile_h)
+            acc[top : top + tile_h, left : left + tile_w] += np.asarray(refined, np.float64) * mask
+            weight[top : top + tile_h, left : left + tile_w] += mask
         return Image.fromarray(
             np.clip(acc / np.maximum(weight, 1e-8), 0, 255).round().astype(np.uint8)
         )

@@ -258,10 +258,21 @@ def test_upscale_doubles_the_size(tiny_engine: Engine):
 def test_tiled_upscale_has_the_right_size_and_is_reproducible(tiny_engine: Engine):
     src = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
     parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
-    a = tiny_engine.upscale(src, parent, seed=5, tile_size=64)  # 160x96 in 64px tiles
-    b = tiny_engine.upscale(src, parent, seed=5, tile_size=64)
+    events = []
+    a = tiny_engine.upscale(src, parent, seed=5, tile_size=64, progress=events.append)
+    b = tiny_engine.upscale(src, parent, seed=5, tile_size=64)  # 160x96 in 64px tiles
     assert a.images[0].size == (160, 96)
     assert same(a.images[0], b.images[0])
+    # 8 overlapping tiles (4 across, 2 down), each int(4 x 0.3) = 1 step, counted as one job
+    assert [(e.step, e.total) for e in events] == [(i, 8) for i in range(1, 9)]
+
+
+def test_cancelled_upscale_stops(tiny_engine: Engine, unet_calls):
+    src = Image.new("RGB", (80, 48), (90, 30, 200))
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
+    with pytest.raises(JobCancelled):
+        tiny_engine.upscale(src, parent, tile_size=64, should_cancel=lambda: len(unet_calls) >= 2)
+    assert len(unet_calls) == 2  # two tiles of eight
 
 
 def test_upscale_past_the_side_limit_is_refused(tiny_engine: Engine):
