@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=5.0)
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (GPU)")
     parser.add_argument("--n", type=int, default=4, help="co-batched requests (default 4)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.size = args.size or ARCH_SIZE[args.arch]
