@@ -388,8 +388,9 @@ def _final_edits(emu: Any, iid: int) -> list[Any]:
     ]
 
 
+@pytest.mark.parametrize("finish_running", [True, False], ids=["finish-running", "requeue-running"])
 async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
-    quick_harness: Harness,
+    quick_harness: Harness, finish_running: bool
 ) -> None:
     harness = quick_harness
     emu = harness.emu
@@ -405,7 +406,9 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
     remix = await emu.click(old_result, f"ib:m:{old_job.id}", user=emu.bob)
     await emu.wait_for(lambda: emu.interaction(remix).modal, 10, "remix modal before restart")
     await _wait_status(harness.store, JobStatus.RUNNING)
-    await harness.stop()  # graceful: the running job finishes; the others stay queued
+    # Graceful: the running job finishes (or stops at its next step and goes back to the
+    # queue); the others stay queued in the store.
+    await harness.stop(finish_running=finish_running)
     async with harness.store.db.execute("SELECT COUNT(*) FROM jobs WHERE status = 'queued'") as cur:
         assert (await cur.fetchone())[0] >= 1, "jobs were still queued at the stop"
 
