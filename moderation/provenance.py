@@ -372,18 +372,7 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
     ``images.watermark_payload`` column and the jobs' ``seq``; several matches (after the seq
     wrapped) are listed newest first in ``other_candidates``.
     """
-    if isinstance(image, Image.Image):
-        img, data = image.convert("RGB"), b""
-    else:
-        if isinstance(image, (str, Path)):
-            img = load_image(image, what="image")
-            data = Path(image).read_bytes()
-        else:
-            data = bytes(image)
-            img = load_image(data, what="image")
-    sha = hashlib.sha256(data).hexdigest() if data else ""
-    detection = await asyncio.to_thread(watermark.detect, img)
-    metadata = read_metadata(data) if data else {}
+    sha, detection, metadata = await asyncio.to_thread(_inspect, image)  # decoding blocks
     result = LookupResult(detection, metadata, sha)
 
     candidates: list[tuple[str, Any, str]] = []  # (job_id, image row or None, how)
@@ -459,6 +448,18 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
                 pass
         result.moderation.append(entry)
     return result
+
+
+def _inspect(image: bytes | str | Path | Image.Image) -> tuple[str, watermark.Detection, dict]:
+    if isinstance(image, Image.Image):
+        return "", watermark.detect(image.convert("RGB")), {}
+    if isinstance(image, (str, Path)):
+        img = load_image(image, what="image")
+        data = Path(image).read_bytes()
+    else:
+        data = bytes(image)
+        img = load_image(data, what="image")
+    return hashlib.sha256(data).hexdigest(), watermark.detect(img), read_metadata(data)
 
 
 def _image_dict(row: Any) -> dict[str, Any]:
