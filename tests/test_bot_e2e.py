@@ -552,3 +552,21 @@ async def test_author_only_policy_and_a_deleted_channel(quick_harness: Harness) 
     assert "gone" in gone.delivery["failed"]
     after = await harness.imagine("a kite at night --count 1 --steps 2", user=emu.bob)
     await harness.result_of(after)
+
+
+async def test_age_restricted_channel_with_spoiler_policy_sends_spoilers(
+    quick_harness: Harness,
+) -> None:
+    harness = quick_harness
+    emu = harness.emu
+    setting = await emu.send_slash(
+        "policy set", {"field": "nsfw_mode", "value": "spoiler"}, user=emu.moderator
+    )
+    await _ephemeral_reply(emu, setting)
+    outside = await harness.imagine("a nude figure study --steps 2", user=emu.bob)
+    assert "age-restricted" in (await _ephemeral_reply(emu, outside)).content
+    iid = await harness.imagine(
+        "a nude figure study --steps 2", user=emu.bob, channel=emu.nsfw_channel
+    )
+    result = await harness.result_of(iid)
+    assert all(a.spoiler for a in result.attachments), [a.filename for a in result.attachments]
