@@ -17,11 +17,12 @@ Why this design (measured in ``bench/watermark.py``):
   decoder: it tries the hard decision and every flip of one or two of the 3 least reliable
   bits (7 words), which recovers most JPEG q50 errors and bounds false detections by
   7 x 2^-14 = 0.043 %.
+* The residual's gain is fitted per image so the PSNR lands at 40.8 dB (within gains 1-2):
+  every image gets the strongest mark the visual budget allows.
 * Images whose mark does not read back right after embedding (very small images, such as the
-  tiny test model's 64x64 outputs, or flat black/white pictures that clip the residual) are
-  retried once at the highest strength that keeps PSNR >= 40 dB and otherwise reported as
-  *unverified*, so the caller records them as unmarked instead of trusting a mark that is not
-  there.
+  tiny test model's 64x64 outputs, flat black/white pictures that clip the residual, some
+  textures) are reported as *unverified*, so the caller records them as unmarked instead of
+  trusting a mark that is not there.
 """
 
 from __future__ import annotations
@@ -47,9 +48,10 @@ MAX_CANONICAL_LONG_SIDE = 1024  # very wide images: cap the canonical long side 
 MIN_SIDE = 16  # below this there is nothing to mark
 # Images under this size on a side carry the mark only "best effort" (verified after embedding).
 RELIABLE_SIDE = 256
-STRENGTH = 1.1  # residual gain: ~42 dB PSNR on photos
-MAX_STRENGTH = 2.0  # ceiling for the retry, which also keeps PSNR >= MIN_PSNR
-MIN_PSNR = 40.0
+# Residual gain: as strong as a PSNR of TARGET_PSNR allows, within these bounds (1.0 is
+# RivaGAN's own strength, ~42.5 dB on photos; 2.0 on flat or clipped images still looks clean).
+TARGET_PSNR = 40.8
+MIN_STRENGTH, MAX_STRENGTH = 1.0, 2.0
 _CHECK_TAG = b"imagine-bot/watermark/v1"
 _MASK = np.random.default_rng(0x1A6B07).integers(0, 2, CODE_BITS).astype(np.uint8)
 CHASE_BITS = 3  # least reliable bits tried ...
@@ -250,43 +252,68 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 # --- public API -------------------------------------------------------------------------------
 
 
-def embed(img: Image.Image, payload: bytes, *, strength: float = STRENGTH) -> Image.Image:
-    """Return a copy of ``img`` carrying ``payload`` (3 bytes, < 2**20). Blocking (~0.1-0.3 s)."""
+def embed(img: Image.Image, payload: bytes, *, strength: float | None = None) -> Image.Image:
+    """Return a copy of ``img`` carrying ``payload`` (3 bytes, < 2**18). Blocking (~0.1-0.3 s).
+
+    ``strength`` None: the strongest mark that keeps PSNR at ``TARGET_PSNR`` (robustness is
+    bought with exactly the visual budget the target allows, per image).
+    """
     payload_to_int(payload)
     img = _rgb(img)
     if min(img.size) < MIN_SIDE:
         raise UserInputError(
             f"image is {img.width}x{img.height}; a watermark needs at least {MIN_SIDE} px a side"
         )
-    pixels = np.asarray(img, np.float32) + strength * _residual(img, payload)
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "RGB")
+    return _mark(img, _residual(img, payload), strength)[0]
+
+
+def _mark(
+    img: Image.Image, residual: np.ndarray, strength: float | None
+) -> tuple[Image.Image, float, float]:
+    """(marked image, gain, PSNR); a fitted gain is corrected once by the measured PSNR."""
+    base = np.asarray(img, np.float32)
+
+    def apply(gain: float) -> tuple[Image.Image, float]:
+        pixels = np.clip(np.rint(base + gain * residual), 0, 255).astype(np.uint8)
+        marked = Image.fromarray(pixels, "RGB")
+        return marked, psnr(img, marked)
+
+    gain = fit_strength(residual) if strength is None else strength
+    marked, quality = apply(gain)
+    if strength is None and quality < TARGET_PSNR - 0.2 and gain > MIN_STRENGTH:
+        # Rounding to integers makes PSNR jump where many residuals cross 0.5: bisect on the
+        # measured value (a few cheap numpy passes) for the largest gain that meets the target.
+        low, high = MIN_STRENGTH, gain
+        marked, quality = apply(low)
+        gain = low
+        for _ in range(4):
+            mid = (low + high) / 2
+            candidate, value = apply(mid)
+            if value >= TARGET_PSNR - 0.2:
+                low, gain, marked, quality = mid, mid, candidate, value
+            else:
+                high = mid
+    return marked, gain, quality
+
+
+def fit_strength(residual: np.ndarray, target_psnr: float = TARGET_PSNR) -> float:
+    """Gain whose rounded residual has MSE 255^2 / 10^(psnr/10) (clipping only lowers it)."""
+    power = float(np.mean(residual.astype(np.float64) ** 2))
+    budget = 255.0**2 / 10 ** (target_psnr / 10) - 1 / 12  # 1/12: rounding to integers
+    if power <= 0 or budget <= 0:
+        return MIN_STRENGTH
+    return float(np.clip(np.sqrt(budget / power), MIN_STRENGTH, MAX_STRENGTH))
 
 
 def embed_verified(img: Image.Image, payload: bytes) -> Marked:
-    """Embed and read back; retry once as strong as PSNR >= 40 dB allows.
-
-    ``verified=False`` means: treat the image as unmarked (the caller records no payload).
-    """
+    """Embed, then read back. ``verified=False`` means: treat as unmarked (record no payload)."""
     img = _rgb(img)
     if min(img.size) < MIN_SIDE:
         return Marked(img, payload, False, 0.0, float("inf"))
-    strength = STRENGTH
-    marked = embed(img, payload, strength=strength)
-    quality = psnr(img, marked)
-    if _reads_back(marked, payload):
-        return Marked(marked, payload, True, strength, quality)
-    # PSNR falls by 20*log10(gain ratio): spend what is left above MIN_PSNR on a second try.
-    stronger = min(MAX_STRENGTH, STRENGTH * 10 ** ((quality - MIN_PSNR - 0.2) / 20))
-    if stronger > STRENGTH * 1.05:
-        retry = embed(img, payload, strength=stronger)
-        if _reads_back(retry, payload):
-            return Marked(retry, payload, True, stronger, psnr(img, retry))
-    return Marked(marked, payload, False, strength, quality)
-
-
-def _reads_back(img: Image.Image, payload: bytes) -> bool:
-    found = detect(img)
-    return found.valid and found.payload == payload
+    marked, strength, quality = _mark(img, _residual(img, payload), None)
+    found = detect(marked)
+    verified = found.valid and found.payload == payload
+    return Marked(marked, payload, verified, strength, quality)
 
 
 def decode_logits(img: Image.Image) -> np.ndarray:
