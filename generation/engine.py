@@ -8,6 +8,8 @@ one batched pass instead of several.
 
 from __future__ import annotations
 
+import copy
+
 import gc
 import logging
 import math
@@ -146,6 +148,10 @@ class Engine:
         self.txt2img = model.txt2img
         self.img2img = model.img2img
         self._scheduler_config = model.txt2img.scheduler.config
+        # validate() runs on the event loop's threads while the GPU thread tokenizes inside the
+        # pipeline; a Rust fast tokenizer must not be used from two threads at once
+        # ("Already borrowed"), so counting tokens uses a private copy.
+        self._token_counter = copy.deepcopy(model.txt2img.tokenizer)
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -157,8 +163,8 @@ class Engine:
     def validate(self, req: GenerationRequest) -> GenerationRequest:
         """Fill defaults and check limits; raises ``UserInputError`` naming the allowed range."""
         resolved = resolve(req, self.defaults, self.limits)
-        tokens = len(self.txt2img.tokenizer(resolved.prompt).input_ids)
-        limit = self.txt2img.tokenizer.model_max_length
+        tokens = len(self._token_counter(resolved.prompt).input_ids)
+        limit = self._token_counter.model_max_length
         if tokens > limit:
             log.warning(
                 "prompt is %d tokens; the text encoder reads the first %d, the rest is ignored",
