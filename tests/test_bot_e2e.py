@@ -399,9 +399,10 @@ async def test_restart_delivers_every_job_exactly_once_and_old_buttons_work(
     old_job = await harness.delivered(before)
 
     users = [emu.alice, emu.bob, emu.moderator]
+    # Different shapes, so the worker cannot co-batch them into one running batch.
     iids = [
-        await harness.imagine(f"a cabin number {i} --count 1 --steps 2", user=user)
-        for i, user in enumerate(users)
+        await harness.imagine(f"a cabin number {i} --count 1 --steps 2 --ar {ratio}", user=user)
+        for i, (user, ratio) in enumerate(zip(users, ["1:1", "3:2", "2:3"], strict=True))
     ]
     remix = await emu.click(old_result, f"ib:m:{old_job.id}", user=emu.bob)
     await emu.wait_for(lambda: emu.interaction(remix).modal, 10, "remix modal before restart")
