@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from pathlib import Path
@@ -165,3 +166,29 @@ async def test_no_progress_edit_after_the_result() -> None:
     assert not editor.update(job, "step 3 of 4", force=True)
     dead = _job(id="old", delivery={"token": "t", "application_id": 1, "created_at": 0.0})
     assert not editor.update(dead, "Queued"), "an expired token is never used"
+
+
+async def test_progress_editor_sends_one_edit_per_interval_and_keeps_order() -> None:
+    from bot.progress import ProgressEditor
+
+    sent: list[str] = []
+
+    class Recording(ProgressEditor):
+        async def _edit(self, job, content, preview):  # the HTTP call, recorded instead
+            await asyncio.sleep(0)
+            sent.append(content)
+
+    now = [0.0]
+    editor = Recording(None, 1.5)  # type: ignore[arg-type]
+    editor.throttle.clock = lambda: now[0]
+    job = _job(delivery={"token": "t", "application_id": 1, "created_at": time.time()})
+    for step in range(1, 21):  # 20 steps in the same instant
+        editor.update(job, f"step {step} of 20")
+        await asyncio.sleep(0)
+    now[0] = 1.6
+    await editor.settle(job.id)
+    editor.update(job, "step 20 of 20 (late)")
+    await editor.finish(job.id)
+    editor.update(job, "after the result")
+    await editor.close()
+    assert sent == ["step 1 of 20", "step 20 of 20 (late)"]

@@ -151,7 +151,7 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     harness: Harness,
 ) -> None:
     emu = harness.emu
-    iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7 --steps 2")
+    iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7 --steps 8")
     inter = await emu.wait_for_response(iid, timeout=3)
     assert inter.initial_response == 5 and inter.responded_at - inter.created_at < 3
     result = await harness.result_of(iid)
@@ -162,10 +162,11 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     texts = [str((r.json or {}).get("content", "")) for r in edits]
     assert any("position" in t or "Queued" in t for t in texts), texts
     assert any("step" in t for t in texts), texts
+    # Throttled: at most one edit per interval (arrival times carry HTTP latency, hence +2).
     progress_at = [r.at for r in edits if not (r.json or {}).get("components")]
-    gaps = [b - a for a, b in zip(progress_at, progress_at[1:], strict=False)]
     interval = harness.settings.discord.progress_interval_s
-    assert all(gap >= interval / 2 for gap in gaps), f"edits not throttled: {gaps}"
+    span = progress_at[-1] - progress_at[0]
+    assert len(progress_at) - 1 <= span / interval + 2, f"not throttled: {progress_at}"
     grid = Image.open(io.BytesIO(result.attachments[0].data))
     assert grid.width > grid.height  # 3:2 grid of 3:2 images
     assert not emu.violations
