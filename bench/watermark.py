@@ -224,7 +224,7 @@ def main() -> int:
             f"{arr[:, 2].mean():6.1%} {base:22.1%}"
         )
     print(f"PSNR dB: mean {np.mean(psnrs):.1f}, min {np.min(psnrs):.1f} "
-          f"(below 40 dB: {sum(p < 40 for p in psnrs)} of {n}, after the stronger retry)")
+          f"(below 40 dB: {sum(p < 40 for p in psnrs)} of {n}; gain fitted per image)")
     sizes = [s for i in images.values() for s in i.size]
     print(f"embed+verify ms: median {np.median(embed_ms):.0f} (sides {min(sizes)}-{max(sizes)} "
           f"px, {os.cpu_count()} CPU cores); detect ms: median {np.median(detect_ms):.0f}")
