@@ -16,6 +16,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from generation import metrics
 from generation.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ class ImagineBot(commands.Bot):
             intents=intents(),
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            http_trace=metrics.discord_http_trace(),  # failed Discord API calls -> metrics
         )
+        metrics.watch_gateway(self)  # /healthz follows the gateway connection
         self.services = services
         self.sync_commands = sync_commands
         from bot.actions import Actions
