@@ -82,9 +82,10 @@ class Actions:
     async def on_progress(self, job: Job, event: Any) -> None:
         if not self.progress.would_edit(job):
             return  # skip the preview encode too
-        preview = None
-        if event.preview is not None:
-            preview = await asyncio.to_thread(preview_png, event.preview)
+        # The preview is made lazily from the latents: make and encode it off the loop.
+        preview = await asyncio.to_thread(
+            lambda: preview_png(event.preview) if event.preview is not None else None
+        )
         self.progress.update(job, progress_text(event.step, event.total), preview)
 
     async def on_done(self, job: Job, images: list[ImageRecord]) -> None:

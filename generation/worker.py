@@ -22,6 +22,7 @@ import contextvars
 import hashlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -57,6 +58,22 @@ log = logging.getLogger(__name__)
 
 COST_MODEL_KEY = "queue.seconds_per_cost_unit"
 UPSCALE_COST_FACTOR = 4.0  # a 2x upscale denoises four times the pixels of its source
+
+
+def _leave_a_core_for_the_pipeline(engine: Engine) -> None:
+    """When the "GPU" is the CPU, torch gets every core but one; the stages around it get that one.
+
+    torch's parallel regions wait for their slowest thread, so post-processing or the event loop
+    taking a core from a full-width region stalls every step (bench/worker.py on 2 cores:
+    worker/bare throughput 0.31 with 2 torch threads, 0.87 with 1). Process-wide on purpose:
+    a process running a worker is a server, and torch's thread pools are per process.
+    """
+    if getattr(getattr(engine, "device", None), "type", None) != "cpu":
+        return
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, (cores or 2) - 1))
 
 
 class JobListener(Protocol):
@@ -214,6 +231,7 @@ class Worker:
     async def start(self) -> Recovery:
         """Recover from the store, then serve. Returns what was recovered."""
         self._loop = asyncio.get_running_loop()
+        _leave_a_core_for_the_pipeline(self.engine)
         metrics.watch_worker(self)  # health + queue gauge follow this worker
         saved = await self.store.get_value(COST_MODEL_KEY)
         if saved:
