@@ -31,11 +31,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import torch  # noqa: E402
+
 from generation.config import Settings  # noqa: E402
 from generation.engine import Engine  # noqa: E402
 from generation.request import GenerationRequest  # noqa: E402
 from generation.store import Store  # noqa: E402
-from generation.worker import Worker  # noqa: E402
+from generation.worker import Worker, leave_a_core_for_the_pipeline  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -145,6 +147,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         for i in range(args.jobs)
     ]
+    # A worker on a CPU gives torch every core but one (see leave_a_core_for_the_pipeline);
+    # the bare engine gets the same torch threads, so the ratio measures the pipeline alone.
+    leave_a_core_for_the_pipeline(engine)
     await bare(engine, reqs[:2])  # warm-up (first call allocates)
     configs = {
         "worker_save_pngs": {"cobatch": False, "real_post": False},
@@ -190,6 +195,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "jobs": args.jobs,
         "users": args.users,
         "job": f"{args.size}x{args.size}, {args.steps} steps, {args.count} image(s)",
+        "torch_threads": torch.get_num_threads(),
         **{name: summary(run) for name, run in runs.items()},
     }
     out["checks"] = {

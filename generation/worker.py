@@ -60,7 +60,7 @@ COST_MODEL_KEY = "queue.seconds_per_cost_unit"
 UPSCALE_COST_FACTOR = 4.0  # a 2x upscale denoises four times the pixels of its source
 
 
-def _leave_a_core_for_the_pipeline(engine: Engine) -> None:
+def leave_a_core_for_the_pipeline(engine: Engine) -> None:
     """When the "GPU" is the CPU, torch gets every core but one; the stages around it get that one.
 
     torch's parallel regions wait for their slowest thread, so post-processing or the event loop
@@ -231,7 +231,7 @@ class Worker:
     async def start(self) -> Recovery:
         """Recover from the store, then serve. Returns what was recovered."""
         self._loop = asyncio.get_running_loop()
-        _leave_a_core_for_the_pipeline(self.engine)
+        leave_a_core_for_the_pipeline(self.engine)
         metrics.watch_worker(self)  # health + queue gauge follow this worker
         saved = await self.store.get_value(COST_MODEL_KEY)
         if saved:
