@@ -207,16 +207,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     _precheck(req, args)
     engine, load_s = _engine(args)
-    req = engine.validate(req)
-    bar = _Bar("generate", _denoising_steps(req))
-    started = time.perf_counter()
-    try:
-        result = engine.generate([req], progress=bar)[0]
-    finally:
-        bar.close()
-    timings = {"load_s": load_s, "generate_s": time.perf_counter() - started}
-    _report(args, result, save_result(result, args.output), timings)
-    return 0
+    return _generate_and_report(args, engine, engine.validate(req), "generate", load_s)
 
 
 def _stored_prompt(path: str) -> tuple[str, str]:
@@ -279,7 +270,13 @@ def _vary(args: argparse.Namespace) -> int:
     parent = _parent(args, args.image, fallback=None)
     engine, load_s = _engine(args)
     req = engine.variation_request(parent, image, strong=args.strong, seed=args.seed)
-    bar = _Bar("vary", _denoising_steps(req))
+    return _generate_and_report(args, engine, req, "vary", load_s)
+
+
+def _generate_and_report(
+    args: argparse.Namespace, engine: Any, req: Any, label: str, load_s: float
+) -> int:
+    bar = _Bar(label, _denoising_steps(req))
     started = time.perf_counter()
     try:
         result = engine.generate([req], progress=bar)[0]
