@@ -235,3 +235,18 @@ def test_labelled_set_meets_the_targets() -> None:
     misses = "\n".join(f"{r.expected} {r.category}: {r.prompt!r} -> {why}" for r, why in result.misses)
     assert result.block_recall >= RECALL_TARGET, misses
     assert result.false_block_rate <= FALSE_BLOCK_TARGET, misses
+
+
+@pytest.mark.parametrize(
+    "prompt", ["a woman's bare chest, photo", "her bare chest", "a bare-chested woman on a beach"]
+)
+def test_a_womans_bare_chest_is_sexual(prompt: str) -> None:
+    decision = check_prompt(prompt, Policy.default(), nsfw_channel=False)
+    assert decision.blocked and "sexual" in decision.categories
+
+
+@pytest.mark.parametrize(
+    "prompt", ["a bare chested man surfing", "a woman with a treasure chest", "chest x-ray"]
+)
+def test_bare_chests_of_men_and_other_chests_are_fine(prompt: str) -> None:
+    assert not check_prompt(prompt, Policy.default(), nsfw_channel=False).blocked
