@@ -215,9 +215,10 @@ class Store:
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
-        async with self.db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)) as cur:
-            row = await cur.fetchone()
-        return Job.from_row(row) if row else None
+        # execute_fetchall: one trip to the connection thread instead of three (execute, fetch,
+        # close); each trip wakes the event loop and takes the GIL from the generating thread.
+        rows = await self.db.execute_fetchall("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return Job.from_row(rows[0]) if rows else None
 
     async def queued_jobs(self) -> list[Job]:
         """All queued jobs in arrival order (the scheduler re-derives the fair order)."""
@@ -264,19 +265,23 @@ class Store:
         """
         now = now if now is not None else time.time()
         async with self._job_lock:
-            job = await self.get_job(job_id)
-            if job is None or job.status != JobStatus.RUNNING:
+            rows = await self.db.execute_fetchall(
+                "SELECT status FROM jobs WHERE id = ?", (job_id,)
+            )
+            if not rows or rows[0]["status"] != JobStatus.RUNNING.value:
                 return []
-            for img in processed.images:
-                await self.db.execute(
-                    """INSERT OR REPLACE INTO images (job_id, idx, seed, path, width, height,
-                           sha256, watermark_payload, moderation)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            await self.db.executemany(
+                """INSERT OR REPLACE INTO images (job_id, idx, seed, path, width, height,
+                       sha256, watermark_payload, moderation)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                [
                     (
                         job_id, img.index, img.seed, str(img.path), img.width, img.height,
                         img.sha256, img.watermark_payload, json.dumps(img.moderation),
-                    ),
-                )
+                    )
+                    for img in processed.images
+                ],
+            )
             result_dir = str(Path(processed.images[0].path).parent) if processed.images else None
             await self.db.execute(
                 """UPDATE jobs SET status = 'done', finished_at = ?, measured_seconds = ?,
@@ -366,10 +371,10 @@ class Store:
         )
 
     async def images_for_job(self, job_id: str) -> list[ImageRecord]:
-        async with self.db.execute(
+        rows = await self.db.execute_fetchall(
             "SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,)
-        ) as cur:
-            return [ImageRecord.from_row(r) for r in await cur.fetchall()]
+        )
+        return [ImageRecord.from_row(r) for r in rows]
 
     async def get_image(self, job_id: str, index: int) -> ImageRecord | None:
         async with self.db.execute(
@@ -407,8 +412,8 @@ class Store:
         return changed
 
     async def _jobs(self, clause: str, args: tuple[Any, ...] | list[Any] = ()) -> list[Job]:
-        async with self.db.execute(f"SELECT * FROM jobs {clause}", tuple(args)) as cur:
-            return [Job.from_row(r) for r in await cur.fetchall()]
+        rows = await self.db.execute_fetchall(f"SELECT * FROM jobs {clause}", tuple(args))
+        return [Job.from_row(r) for r in rows]
 
     async def _migrate(self) -> None:
         version = await self.schema_version()

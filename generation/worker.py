@@ -468,10 +468,10 @@ class Worker:
         loop = self._loop
         assert loop is not None
         while (batch := self._ready.get()) is not None:
-            loop.call_soon_threadsafe(self._ahead.release)  # the feeder may prepare the next
             works = [w for w in batch.works if not w.cancelled]
             for work in works:
                 work.stage = "generating"
+            # One wake-up of the loop, not two: each one takes the GIL from this thread.
             loop.call_soon_threadsafe(self._started, works)
             self._gpu_started = time.monotonic()
             self._gpu_batch_cost = sum(w.entry.cost for w in works)
@@ -485,6 +485,7 @@ class Worker:
             loop.call_soon_threadsafe(self._record_batch, batch.works, seconds)
 
     def _started(self, works: list[_Work]) -> None:
+        self._ahead.release()  # the feeder may prepare the next batch
         now = time.time()
         for work in works:
             work.job.status, work.job.started_at = JobStatus.RUNNING, now

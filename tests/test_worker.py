@@ -376,9 +376,11 @@ async def test_cancelling_the_job_prepared_next_skips_it(tiny_engine, tiny_setti
     first = await worker.submit(req("first", steps=12), user_id=1)
     second = await worker.submit(req("second"), user_id=2)
     outcome: list[bool] = []
+    asked: list[bool] = []  # set before awaiting: the next step's event may run meanwhile
 
     async def cancel_second(job: Job, event: Any) -> None:
-        if job.id == first.id and not outcome:
+        if job.id == first.id and not asked:
+            asked.append(True)
             # By now the feeder has picked (and usually prepared) the second job.
             outcome.append(await worker.cancel(second.id, user_id=2))
 
