@@ -196,12 +196,13 @@ class Store:
         job.created_at = now if now is not None else time.time()
         job.status = JobStatus.QUEUED
         async with self._job_lock:
-            await self.db.execute(
+            rows = await self.db.execute_fetchall(
                 """INSERT INTO jobs (id, seq, guild_id, channel_id, user_id, kind, params,
                        parent_job_id, parent_image_index, credited_user_ids, status, weight,
                        est_cost, created_at, delivery)
                    VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?, ?, ?, ?, ?, ?, ?, ?,
-                       'queued', ?, ?, ?, ?)""",
+                       'queued', ?, ?, ?, ?)
+                   RETURNING seq""",
                 (
                     job.id, job.guild_id, job.channel_id, job.user_id, JobKind(job.kind).value,
                     json.dumps(job.params), job.parent_job_id, job.parent_image_index,
@@ -210,8 +211,7 @@ class Store:
                 ),
             )
             await self.db.commit()
-            async with self.db.execute("SELECT seq FROM jobs WHERE id = ?", (job.id,)) as cur:
-                job.seq = (await cur.fetchone())[0]
+        job.seq = rows[0][0]
         return job
 
     async def get_job(self, job_id: str) -> Job | None:
