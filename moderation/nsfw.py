@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -56,9 +57,13 @@ class NsfwDetector:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
-        from nudenet import NudeDetector  # onnxruntime loads here, not at import
+        import nudenet  # onnxruntime loads here, not at import
 
-        self._detector = NudeDetector()
+        from moderation.onnx_runtime import session
+
+        self._detector = nudenet.NudeDetector()
+        # Same model, but a session that shares the CPU with the worker (see onnx_runtime).
+        self._detector.onnx_session = session(Path(nudenet.__file__).parent / "320n.onnx")
 
     @classmethod
     def get(cls) -> NsfwDetector:

@@ -28,7 +28,6 @@ Why this design (measured in ``bench/watermark.py``):
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import zlib
 from dataclasses import dataclass
@@ -191,15 +190,13 @@ class _Riva:
             with cls._lock:
                 if cls._sessions is None:
                     import imwatermark
-                    import onnxruntime as ort
+
+                    from moderation.onnx_runtime import session
 
                     folder = Path(imwatermark.__file__).parent
-                    opts = ort.SessionOptions()
-                    opts.intra_op_num_threads = min(4, os.cpu_count() or 1)
-                    opts.log_severity_level = 3
                     cls._sessions = (
-                        ort.InferenceSession(str(folder / "rivagan_encoder.onnx"), opts),
-                        ort.InferenceSession(str(folder / "rivagan_decoder.onnx"), opts),
+                        session(folder / "rivagan_encoder.onnx"),
+                        session(folder / "rivagan_decoder.onnx"),
                     )
         return cls._sessions
 

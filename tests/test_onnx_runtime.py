@@ -1,0 +1,28 @@
+"""The moderation models' ONNX sessions leave CPU to the worker (no spinning, half the cores)."""
+
+from __future__ import annotations
+
+import pytest
+
+from moderation import onnx_runtime, watermark
+from moderation.nsfw import NsfwDetector
+
+
+def _shares_the_cpu(session) -> bool:
+    opts = session.get_session_options()
+    return (
+        opts.intra_op_num_threads == onnx_runtime.session_threads()
+        and opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    )
+
+
+def test_nudenet_and_rivagan_sessions_share_the_cpu():
+    assert _shares_the_cpu(NsfwDetector.get()._detector.onnx_session)
+    encoder, decoder = watermark._Riva.get()
+    assert _shares_the_cpu(encoder) and _shares_the_cpu(decoder)
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 2), (16, 4), (64, 4)])
+def test_threads_are_half_the_cores_at_most_four(monkeypatch, cores, threads):
+    monkeypatch.setattr(onnx_runtime, "cores", lambda: cores)
+    assert onnx_runtime.session_threads() == threads
