@@ -328,6 +328,8 @@ class LookupResult:
     job: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
     matched_by: str | None = None  # "sha256", "watermark" or "metadata"
+    # A grid's tiles that carry marks, read when the whole image has none (see detect_tiles).
+    tiles: list[watermark.TileDetection] = field(default_factory=list)
     other_candidates: list[str] = field(default_factory=list)
     lineage: list[dict[str, Any]] = field(default_factory=list)
     children: list[dict[str, Any]] = field(default_factory=list)
@@ -339,6 +341,7 @@ class LookupResult:
             "matched_by": self.matched_by,
             "sha256": self.sha256,
             "watermark": self.detection.to_dict(),
+            "grid_tiles": [tile.to_dict() for tile in self.tiles],
             "metadata": self.metadata,
             "job": self.job,
             "image": self.image,
@@ -376,23 +379,26 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
 
     The watermark payload is (job seq mod 32,768, slot), so it is matched against both the
     ``images.watermark_payload`` column and the jobs' ``seq``; several matches (after the seq
-    wrapped) are listed newest first in ``other_candidates``.
+    wrapped) are listed newest first in ``other_candidates``. When the whole image carries no
+    mark it is read as a grid, tile by tile (``watermark.detect_tiles``): a delivered grid's
+    tiles carry their images' marks; a tile cropped out of a grid reads as a whole image.
     """
-    sha, detection, metadata = await asyncio.to_thread(_inspect, image)  # decoding blocks
-    result = LookupResult(detection, metadata, sha)
+    sha, detection, tiles, metadata = await asyncio.to_thread(_inspect, image)  # decoding blocks
+    result = LookupResult(detection, metadata, sha, tiles=tiles)
 
     candidates: list[tuple[str, Any, str]] = []  # (job_id, image row or None, how)
     if sha:
         for row in await _fetchall(store, "SELECT * FROM images WHERE sha256 = ?", (sha,)):
             candidates.append((row["job_id"], row, "sha256"))
-    if detection.valid and detection.payload is not None:
-        seq_low, slot = watermark.split_payload(detection.payload)
-        rows = await _fetchall(
-            store,
-            "SELECT * FROM images WHERE watermark_payload = ? ORDER BY id DESC",
-            (detection.payload_hex,),
-        )
-        candidates += [(row["job_id"], row, "watermark") for row in rows]
+    for payload in _mark_payloads(detection, tiles):
+        seq_low, _ = watermark.split_payload(payload)
+        if not tiles:  # a grid's tile rows are its images', not the looked-up image's
+            rows = await _fetchall(
+                store,
+                "SELECT * FROM images WHERE watermark_payload = ? ORDER BY id DESC",
+                (payload.hex(),),
+            )
+            candidates += [(row["job_id"], row, "watermark") for row in rows]
         jobs = await _fetchall(
             store,
             "SELECT id FROM jobs WHERE seq % ? = ? ORDER BY seq DESC LIMIT 20",
@@ -420,14 +426,20 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
     if result.job is None:
         return result
     job_id = result.job["id"]
-    if result.image is None and detection.valid and detection.payload is not None:
+    if result.image is None and tiles:
+        result.image = {
+            "grid": True,
+            "path": result.job.get("grid_path"),
+            "tiles": [tile.position for tile in tiles],
+        }
+    elif result.image is None and detection.valid and detection.payload is not None:
         _, slot = watermark.split_payload(detection.payload)
         rows = await _fetchall(
             store, "SELECT * FROM images WHERE job_id = ? AND idx = ?", (job_id, slot)
         )
         if rows:
             result.image = _image_dict(rows[0])
-        elif slot == watermark.GRID_SLOT:
+        elif slot == watermark.GRID_SLOT:  # grids marked as a whole, before tiled marks
             result.image = {"grid": True, "path": result.job.get("grid_path")}
     parent = result.job.get("parent_job_id")
     while parent and len(result.lineage) < 20:
@@ -456,16 +468,33 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
     return result
 
 
-def _inspect(image: bytes | str | Path | Image.Image) -> tuple[str, watermark.Detection, dict]:
+def _mark_payloads(
+    detection: watermark.Detection, tiles: list[watermark.TileDetection]
+) -> list[bytes]:
+    """The payloads to look up: the whole image's, or the tiles' with the most agreeing first."""
+    if detection.valid and detection.payload is not None:
+        return [detection.payload]
+    payloads = [t.detection.payload for t in tiles if t.detection.payload is not None]
+    seqs = [watermark.split_payload(p)[0] for p in payloads]
+    return sorted(payloads, key=lambda p: -seqs.count(watermark.split_payload(p)[0]))
+
+
+def _inspect(
+    image: bytes | str | Path | Image.Image,
+) -> tuple[str, watermark.Detection, list[watermark.TileDetection], dict]:
     if isinstance(image, Image.Image):
-        return "", watermark.detect(image.convert("RGB")), {}
-    if isinstance(image, (str, Path)):
-        img = load_image(image, what="image")
-        data = Path(image).read_bytes()
+        sha, img, metadata = "", image.convert("RGB"), {}
     else:
-        data = bytes(image)
-        img = load_image(data, what="image")
-    return hashlib.sha256(data).hexdigest(), watermark.detect(img), read_metadata(data)
+        if isinstance(image, (str, Path)):
+            img = load_image(image, what="image")
+            data = Path(image).read_bytes()
+        else:
+            data = bytes(image)
+            img = load_image(data, what="image")
+        sha, metadata = hashlib.sha256(data).hexdigest(), read_metadata(data)
+    detection = watermark.detect(img)
+    tiles = [] if detection.valid else watermark.detect_tiles(img)
+    return sha, detection, tiles, metadata
 
 
 def _image_dict(row: Any) -> dict[str, Any]:
@@ -480,14 +509,16 @@ def _image_dict(row: Any) -> dict[str, Any]:
 def format_lookup(result: LookupResult) -> str:
     """Plain-text report for the CLI and the moderator command."""
     det = result.detection
-    lines = [
-        "watermark: "
-        + (
-            f"payload {det.payload_hex} (check bits ok, confidence {det.confidence:.2f})"
-            if det.valid
-            else f"none found (confidence {det.confidence:.2f})"
-        )
-    ]
+    if det.valid:
+        mark = f"payload {det.payload_hex} (check bits ok, confidence {det.confidence:.2f})"
+    elif result.tiles:
+        cols, rows = result.tiles[0].layout
+        mark = f"none on the whole image; read as a {cols}x{rows} grid, " + ", ".join(
+            f"tile {t.position} payload {t.detection.payload_hex}" for t in result.tiles
+        ) + " (check bits ok)"
+    else:
+        mark = f"none found (confidence {det.confidence:.2f})"
+    lines = ["watermark: " + mark]
     meta = result.metadata
     if meta.get("ai_generated"):
         lines.append("metadata: marked as AI-generated (IPTC trainedAlgorithmicMedia)")
@@ -509,10 +540,11 @@ def format_lookup(result: LookupResult) -> str:
         lines.append(f"negative prompt: {params['negative_prompt']}")
     settings = {k: params.get(k) for k in ("width", "height", "steps", "guidance", "scheduler", "seed")}
     lines.append("parameters: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
-    if result.image:
-        lines.append(
-            f"image: index {result.image.get('idx', 'grid')}, seed {result.image.get('seed', '-')}"
-        )
+    if result.image and result.image.get("grid"):
+        tiles = result.image.get("tiles")
+        lines.append("image: the grid" + (f" (marked tiles {tiles})" if tiles else ""))
+    elif result.image:
+        lines.append(f"image: index {result.image.get('idx')}, seed {result.image.get('seed', '-')}")
     for parent in result.lineage:
         lines.append(f"parent: {parent['id']} ({parent['kind']}) by user {parent['user_id']}")
     for child in result.children:
