@@ -99,6 +99,30 @@ class GenerationResult:
         }
 
 
+class _Throttled:
+    """A progress callback that only wants the first step, the last, and one per interval."""
+
+    def __init__(self, progress: Callable[[ProgressEvent], None], interval_s: float) -> None:
+        self.progress = progress
+        self.interval_s = interval_s
+        self.last = float("-inf")
+
+    def due(self, step: int, total: int) -> bool:
+        now = time.monotonic()
+        if step <= 1 or step >= total or now - self.last >= self.interval_s:
+            self.last = now
+            return True
+        return False
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.progress(event)
+
+
+def _due(progress: Callable[[ProgressEvent], None], step: int, total: int) -> bool:
+    """Asked once per step, before building the step's events (their latents copy is the cost)."""
+    return progress.due(step, total) if isinstance(progress, _Throttled) else True
+
+
 def make_grid(images: Sequence[Image.Image]) -> Image.Image:
     """Tile images into a near-square grid (4 -> 2x2), like Midjourney's first reply."""
     if len(images) == 1:
@@ -250,8 +274,16 @@ class Engine:
         *,
         progress: Callable[[ProgressEvent], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        progress_interval_s: float = 0.0,
     ) -> list[GenerationResult]:
-        """Run requests, co-batching those with equal ``batch_key``; results keep the input order."""
+        """Run requests, co-batching those with equal ``batch_key``; results keep the input order.
+
+        ``progress_interval_s``: report the first and last step and at most one step per interval
+        in between. Each report copies latents off the device (a GPU sync) and, in the bot, wakes
+        the event loop, while the bot edits its message only every ~1.5 s anyway.
+        """
+        if progress is not None and progress_interval_s > 0:
+            progress = _Throttled(progress, progress_interval_s)
         resolved = [self.validate(r) for r in reqs]
         results: list[GenerationResult | None] = [None] * len(resolved)
         groups: dict[Hashable, list[int]] = {}
@@ -307,8 +339,8 @@ class Engine:
 
         def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             # Report first, then poll: a cancel pressed while the step ran stops before the next.
-            if progress is not None:
-                total = int(getattr(pipe, "num_timesteps", 0) or first.steps)
+            total = int(getattr(pipe, "num_timesteps", 0) or first.steps)
+            if progress is not None and _due(progress, step + 1, total):
                 latents = kwargs.get("latents")
                 for pos, index in enumerate(indices):
                     latent = (

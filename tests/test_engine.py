@@ -140,6 +140,30 @@ def test_progress_reports_every_step_with_a_preview(tiny_engine: Engine):
     assert all(e.preview is not None and e.preview.size == (64, 64) for e in events)
 
 
+def test_throttled_progress_keeps_the_first_and_last_step(tiny_engine: Engine):
+    events = []
+    reqs = [GenerationRequest("a", seed=1, count=1, steps=6), GenerationRequest("b", seed=2, count=1, steps=6)]
+    # An interval no run reaches: only the ends are reported, for both co-batched requests.
+    tiny_engine.generate(reqs, progress=events.append, progress_interval_s=3600)
+    assert [(e.request_index, e.step) for e in events] == [(0, 1), (1, 1), (0, 6), (1, 6)]
+    assert events[-1].preview is not None
+
+
+def test_cancel_during_throttled_progress_still_stops_within_one_step(tiny_engine: Engine, unet_calls):
+    polls = []
+
+    def cancel() -> bool:
+        polls.append(1)
+        return len(polls) >= 4  # asked before step 1, then after every step, reported or not
+
+    with pytest.raises(JobCancelled):
+        tiny_engine.generate(
+            [GenerationRequest("a", seed=1, count=1, steps=20)],
+            progress=lambda event: None, should_cancel=cancel, progress_interval_s=3600,
+        )
+    assert len(unet_calls) == 3
+
+
 def test_cancel_stops_within_one_step(tiny_engine: Engine, unet_calls):
     events = []
 
