@@ -77,6 +77,12 @@ async def test_engine_path_images_are_marked_recorded_and_described(tiny_engine,
         assert rec.moderation["nsfw"]["action"] == "allow"
     grid = Path(job.grid_path)
     assert grid.name == "grid.png" and Image.open(grid).size == (128, 64)
+    # The grid is the delivered files tiled (their marks, however weak at 64 px), not re-marked.
+    delivered = make_grid([Image.open(rec.path).convert("RGB") for rec in images])
+    assert np.array_equal(np.asarray(Image.open(grid).convert("RGB")), np.asarray(delivered))
+    grid_meta = provenance.read_metadata(grid.read_bytes())["imagine_bot"]
+    assert grid_meta["watermark_payload"] is None
+    assert grid_meta["tile_watermark_payloads"] == [rec.watermark_payload for rec in images]
 
 
 async def test_blocked_image_never_leaves_and_is_audited(tiny_engine, tiny_settings, tmp_path, store):

@@ -23,8 +23,9 @@ from generation.engine import GenerationResult, make_grid
 from generation.jobs import Job, JobKind
 from generation.request import GenerationRequest
 from generation.store import Store
-from moderation import audit, provenance
+from moderation import audit, provenance, watermark
 from moderation.decision import Decision
+from moderation.policy import Policy, save_policy
 from moderation.postprocess import PostProcessor
 
 PROMPT = "an astronaut and a cat, studio photo"
@@ -32,9 +33,8 @@ PROMPT = "an astronaut and a cat, studio photo"
 
 def photos(count: int = 2) -> list[Image.Image]:
     # 384 px: above the 256 px the mark needs, small enough to keep the tests quick.
-    astronaut = Image.fromarray(data.astronaut()).resize((384, 384))
-    cat = Image.fromarray(data.chelsea()).resize((384, 384))
-    return [astronaut, cat][:count]
+    names = ("astronaut", "chelsea", "coffee", "rocket")[:count]
+    return [Image.fromarray(getattr(data, name)()).resize((384, 384)) for name in names]
 
 
 def result_of(images: list[Image.Image], seed: int = 1000) -> GenerationResult:
@@ -193,3 +193,50 @@ def test_xmp_flag_is_standard_iptc():
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG", pnginfo=info)
     xmp = Image.open(io.BytesIO(buf.getvalue())).info["XML:com.adobe.xmp"]
     assert provenance.TRAINED_ALGORITHMIC_MEDIA in xmp and "a&lt;b" in xmp
+
+
+async def test_grid_tiles_carry_their_images_marks(store, tmp_path):
+    """The grid is the delivered (labelled, marked) images tiled; lookups read it tile by tile."""
+    settings = settings_in(tmp_path, c2pa=False)
+    await save_policy(store, 7, None, Policy(ai_label=True), 1)  # a badge on every image
+    job = await run_job(store, settings, count=4, id="gridjob001")
+    grid_path = Path((await store.get_job(job.id)).grid_path)
+    images = await store.images_for_job(job.id)
+    assert all(img.watermark_payload for img in images)  # every single verified
+
+    grid = Image.open(grid_path).convert("RGB")
+    delivered = [Image.open(img.path).convert("RGB") for img in images]
+    assert np.array_equal(np.asarray(grid), np.asarray(make_grid(delivered)))  # no badge or mark of its own
+    meta = provenance.read_metadata(grid_path.read_bytes())["imagine_bot"]
+    assert meta["job_id"] == job.id and meta["watermark_payload"] is None
+    assert meta["tile_watermark_payloads"] == [img.watermark_payload for img in images]
+    tiles = watermark.detect_tiles(grid)
+    assert [(t.layout, t.position, t.detection.payload_hex) for t in tiles] == [
+        ((2, 2), img.index, img.watermark_payload) for img in images
+    ]
+
+    shared = tmp_path / "grid.jpg"
+    shared.write_bytes(jpeg_and_shrink(grid_path))
+    found = await provenance.lookup(store, shared)
+    assert found.matched_by == "watermark" and found.job["id"] == job.id
+    assert not found.detection.valid and found.image["grid"] is True
+    assert found.image["tiles"] == [0, 1, 2, 3]
+    text = provenance.format_lookup(found)
+    assert "read as a 2x2 grid" in text and "image: the grid" in text
+
+    box = watermark.tile_boxes(grid.size, (2, 2))[2]  # one picture cut out of the grid
+    cropped = tmp_path / "tile.jpg"
+    grid.crop(box).save(cropped, "JPEG", quality=75)
+    found = await provenance.lookup(store, cropped)
+    assert found.matched_by == "watermark" and found.job["id"] == job.id
+    assert found.image["idx"] == 2 and found.image["seed"] == 1002 and found.tiles == []
+
+
+async def test_unmarked_grid_is_not_found(store, tmp_path):
+    for n in range(3):  # jobs whose seq a false tile reading could name
+        await add_job(store, id=f"unmarked0{n}")
+    path = tmp_path / "grid.png"
+    make_grid(photos(4)).save(path)
+    found = await provenance.lookup(store, path)
+    assert found.job is None and not found.detection.valid and found.tiles == []
+    assert found.to_dict()["grid_tiles"] == []

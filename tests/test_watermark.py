@@ -154,3 +154,35 @@ def test_cli_bad_input_gets_a_clear_error(tmp_path: Path, capsys):
     for argv, message in cases:
         assert main(argv) == 2
         assert message in capsys.readouterr().err
+
+
+def test_grid_layouts_follow_make_grid():
+    from generation.engine import make_grid
+
+    for count in range(2, 10):
+        grid = make_grid([Image.new("RGB", (30, 20))] * count)
+        cols, rows = watermark.grid_layout(count)
+        assert grid.size == (cols * 30, rows * 20), count
+    assert watermark.grid_layouts() == [(2, 2), (2, 1)]  # the default 4-image limit
+    assert watermark.tile_boxes((101, 50), (2, 1)) == [(0, 0, 50, 50), (50, 0, 101, 50)]
+
+
+def test_grid_tiles_read_only_where_their_image_belongs():
+    """Tile i must carry slot i: a mark at the wrong position is not trusted (1 in 8 would be)."""
+    from generation.engine import make_grid
+
+    seq = 4242
+    # 384 px: at the canonical 256 px itself the mark is fine-grained and JPEG q75 can erase it.
+    squares = [Image.fromarray(data.astronaut()).resize((384, 384)),
+               Image.fromarray(data.coffee()).crop((100, 0, 500, 400)).resize((384, 384))]
+    tiles = [watermark.embed(img, watermark.payload_for(seq, i)) for i, img in enumerate(squares)]
+    grid = make_grid(tiles)  # 2 images: 2x1
+    assert not watermark.detect(grid).valid
+    found = watermark.detect_tiles(jpeg(grid, 75))
+    assert [(t.layout, t.position) for t in found] == [((2, 1), 0), ((2, 1), 1)]
+    assert [t.detection.payload for t in found] == [watermark.payload_for(seq, i) for i in (0, 1)]
+    assert found[1].box == (384, 0, 768, 384)
+    swapped = make_grid(tiles[::-1])  # image 1 at position 0: the slots do not match
+    assert watermark.detect_tiles(swapped, max_count=2) == []
+    boxes = watermark.tile_boxes(swapped.size, (2, 1))
+    assert all(watermark.detect(swapped.crop(box)).valid for box in boxes)  # readable, yet refused
