@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -390,15 +391,17 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
     if sha:
         for row in await _fetchall(store, "SELECT * FROM images WHERE sha256 = ?", (sha,)):
             candidates.append((row["job_id"], row, "sha256"))
-    for payload in _mark_payloads(detection, tiles):
-        seq_low, _ = watermark.split_payload(payload)
-        if not tiles:  # a grid's tile rows are its images', not the looked-up image's
-            rows = await _fetchall(
-                store,
-                "SELECT * FROM images WHERE watermark_payload = ? ORDER BY id DESC",
-                (payload.hex(),),
-            )
-            candidates += [(row["job_id"], row, "watermark") for row in rows]
+    if detection.valid and detection.payload is not None:
+        seqs = [watermark.split_payload(detection.payload)[0]]
+        rows = await _fetchall(
+            store,
+            "SELECT * FROM images WHERE watermark_payload = ? ORDER BY id DESC",
+            (detection.payload_hex,),
+        )
+        candidates += [(row["job_id"], row, "watermark") for row in rows]
+    else:  # a grid, maybe: its tiles' rows are its images', not the looked-up image's
+        seqs = _tile_seqs(tiles)
+    for seq_low in seqs:
         jobs = await _fetchall(
             store,
             "SELECT id FROM jobs WHERE seq % ? = ? ORDER BY seq DESC LIMIT 20",
@@ -468,15 +471,14 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
     return result
 
 
-def _mark_payloads(
-    detection: watermark.Detection, tiles: list[watermark.TileDetection]
-) -> list[bytes]:
-    """The payloads to look up: the whole image's, or the tiles' with the most agreeing first."""
-    if detection.valid and detection.payload is not None:
-        return [detection.payload]
-    payloads = [t.detection.payload for t in tiles if t.detection.payload is not None]
-    seqs = [watermark.split_payload(p)[0] for p in payloads]
-    return sorted(payloads, key=lambda p: -seqs.count(watermark.split_payload(p)[0]))
+def _tile_seqs(tiles: list[watermark.TileDetection]) -> list[int]:
+    """The job seqs (mod 32,768) a grid's tiles name, the one most tiles agree on first."""
+    counts = Counter(
+        watermark.split_payload(t.detection.payload)[0]
+        for t in tiles
+        if t.detection.payload is not None
+    )
+    return [seq for seq, _ in counts.most_common()]
 
 
 def _inspect(
