@@ -11,6 +11,7 @@ import asyncio
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -64,6 +65,7 @@ class NsfwDetector:
         self._detector = nudenet.NudeDetector()
         # Same model, but a session that shares the CPU with the worker (see onnx_runtime).
         self._detector.onnx_session = session(Path(nudenet.__file__).parent / "320n.onnx")
+        self._labels = _nudenet_labels()
 
     @classmethod
     def get(cls) -> NsfwDetector:
@@ -78,7 +80,7 @@ class NsfwDetector:
         # NudeNet expects what cv2.imread returns: a BGR uint8 array. Passing the array
         # avoids writing a temporary file.
         bgr = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
-        found = self._detector.detect(bgr)
+        found = self._detect(bgr)
         detections = tuple(
             sorted(
                 (Detection(d["class"], round(float(d["score"]), 4), tuple(d["box"])) for d in found),
@@ -86,6 +88,55 @@ class NsfwDetector:
             )
         )
         return ImageScan(detections, rgb.width, rgb.height)
+
+
+    def _detect(self, bgr: np.ndarray) -> list[dict[str, Any]]:
+        """``NudeDetector.detect`` with its box decoding done in numpy: same detections.
+
+        NudeNet decodes its 2,100 candidate boxes in a Python loop (~2,100 numpy calls holding
+        the GIL, ~10 ms per image). Beside the worker that loop stalled generation: a tiny-model
+        job ran 37 % slower while NudeNet checks ran on another thread, and not at all slower
+        beside the (GIL-free) watermark model. Pre-processing and NMS stay NudeNet's and cv2's.
+        """
+        import cv2
+        from nudenet import nudenet
+
+        det = self._detector
+        blob, _, _, x_pad, y_pad, width, height = nudenet._read_image(bgr, det.input_width)
+        output = det.onnx_session.run(None, {det.input_name: blob})
+        rows = np.transpose(np.squeeze(output[0]))  # (candidates, 4 box + one score per label)
+        class_scores = rows[:, 4:]
+        best = class_scores.max(axis=1)
+        keep = best >= 0.2
+        rows, scores = rows[keep], best[keep]
+        class_ids = class_scores[keep].argmax(axis=1)
+        x, y, w, h = (rows[:, i] for i in range(4))
+        # The same float32 arithmetic, in the same order, as nudenet._postprocess.
+        x, y = x - w / 2, y - h / 2
+        x = x * (width + x_pad) / det.input_width
+        y = y * (height + y_pad) / det.input_height
+        w = w * (width + x_pad) / det.input_width
+        h = h * (height + y_pad) / det.input_height
+        x = np.maximum(0, np.minimum(x, width))
+        y = np.maximum(0, np.minimum(y, height))
+        w = np.minimum(w, width - x)
+        h = np.minimum(h, height - y)
+        boxes = np.stack([x, y, w, h], axis=1)
+        kept = cv2.dnn.NMSBoxes(boxes.tolist(), scores.tolist(), 0.25, 0.45)
+        return [
+            {
+                "class": self._labels[int(class_ids[i])],
+                "score": float(scores[i]),
+                "box": [int(v) for v in boxes[i]],
+            }
+            for i in np.asarray(kept, dtype=int).reshape(-1)
+        ]
+
+
+def _nudenet_labels() -> list[str]:
+    from nudenet import nudenet
+
+    return list(vars(nudenet)["__labels"])  # module-level name; no attribute syntax reaches it
 
 
 def scan_image(image: Image.Image) -> ImageScan:

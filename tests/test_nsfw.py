@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 from PIL import Image
 from skimage import data
@@ -102,3 +103,22 @@ def test_threshold_and_covered_labels() -> None:
     assert decide_image(FAINT, Policy.default(), nsfw_channel=False).allowed
     assert decide_image(FAINT, make_policy(nsfw_threshold=0.25), nsfw_channel=False).blocked
     assert decide_image(COVERED, Policy.default(), nsfw_channel=False).allowed
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        data.astronaut(),
+        data.chelsea(),
+        data.coffee(),
+        data.rocket(),
+        data.astronaut()[40:300, 120:400],  # not square: exercises the padding arithmetic
+    ],
+    ids=["astronaut", "chelsea", "coffee", "rocket", "astronaut-crop"],
+)
+def test_vectorised_box_decoding_matches_nudenet(image) -> None:
+    detector = NsfwDetector.get()
+    for size in (None, (96, 64)):
+        img = Image.fromarray(image) if size is None else Image.fromarray(image).resize(size)
+        bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
+        assert detector._detect(bgr) == detector._detector.detect(bgr)
