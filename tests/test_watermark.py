@@ -167,7 +167,7 @@ def test_grid_layouts_follow_make_grid():
     assert watermark.tile_boxes((101, 50), (2, 1)) == [(0, 0, 50, 50), (50, 0, 101, 50)]
 
 
-def test_grid_tiles_read_only_where_their_image_belongs():
+def test_grid_tiles_read_only_where_their_image_belongs(tmp_path: Path, capsys):
     """Tile i must carry slot i: a mark at the wrong position is not trusted (1 in 8 would be)."""
     from generation.engine import make_grid
 
@@ -186,3 +186,11 @@ def test_grid_tiles_read_only_where_their_image_belongs():
     assert watermark.detect_tiles(swapped, max_count=2) == []
     boxes = watermark.tile_boxes(swapped.size, (2, 1))
     assert all(watermark.detect(swapped.crop(box)).valid for box in boxes)  # readable, yet refused
+
+    # The CLI reads a grid the same way.
+    path = tmp_path / "grid.jpg"
+    jpeg(grid, 75).save(path, quality=95)
+    assert main(["watermark", "detect", str(path)]) == 0
+    assert f"marked grid (2x1): tile 0 payload {watermark.payload_for(seq, 0).hex()}" in (
+        capsys.readouterr().out
+    )
