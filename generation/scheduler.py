@@ -64,12 +64,6 @@ class _Flow:
             return head if eligible(head.user_id) else None
         return next((e for e in self.jobs if eligible(e.user_id)), None)
 
-    def clone(self) -> _Flow:
-        other = _Flow(self.key, self.start, self.fifo)
-        other.jobs = self.jobs.copy()
-        other.finish, other.version = self.finish, self.version
-        return other
-
 
 class _Node:
     """SFQ over children (flows inside a guild, or guilds at the root)."""
@@ -114,17 +108,66 @@ class _Guild(_Node):
         self.weight = weight
         self.count = 0  # queued entries in this guild
 
-    def clone(self) -> _Guild:
-        other = _Guild(self.key, self.start, self.weight)
-        other.finish, other.version, other.count = self.finish, self.version, self.count
-        other.vtime, other.heap = self.vtime, self.heap.copy()
-        other.children = {k: f.clone() for k, f in self.children.items()}
-        other.idle_finish = self.idle_finish.copy()
-        return other
+
+class _FlowView:
+    """A flow as the look-ahead sees it: its real deque, read from a position on."""
+
+    __slots__ = ("key", "start", "version", "head", "_rest")
+
+    def __init__(self, flow: _Flow) -> None:
+        self.key, self.start, self.version = flow.key, flow.start, flow.version
+        self._rest = iter(flow.jobs)  # raises if the deque changes while being read
+        self.head: Entry = next(self._rest)
+
+    def advance(self, charge: float) -> bool:
+        """Serve the head; True if the flow still has work (and so a new start tag)."""
+        head = next(self._rest, None)
+        if head is None:
+            self.version = -1  # gone: its heap items are stale
+            return False
+        self.head = head
+        self.start += charge
+        self.version = next(_VERSIONS)
+        return True
+
+
+class _GuildView:
+    """A guild as the look-ahead sees it: a copy of its heap, flows read lazily."""
+
+    __slots__ = ("start", "version", "weight", "count", "heap", "_real", "_flows")
+
+    def __init__(self, guild: _Guild) -> None:
+        self.start, self.version = guild.start, guild.version
+        self.weight, self.count = guild.weight, guild.count
+        self.heap = guild.heap.copy()
+        self._real = guild.children
+        self._flows: dict[Hashable, _FlowView] = {}
+
+    def _valid(self, item: tuple[float, int, int, Hashable]) -> _FlowView | None:
+        key = item[3]
+        flow = self._flows.get(key)
+        if flow is None:
+            real = self._real.get(key)
+            if real is None or real.version != item[2]:
+                return None
+            flow = self._flows[key] = _FlowView(real)
+        return flow if flow.version == item[2] else None
+
+    def next_flow(self) -> _FlowView:
+        """Pop the flow with the smallest start tag (its item is replaced once it is served)."""
+        while True:
+            flow = self._valid(heapq.heappop(self.heap))
+            if flow is not None:
+                return flow
+
+    def top_tie(self) -> int:
+        while self.heap and self._valid(self.heap[0]) is None:
+            heapq.heappop(self.heap)
+        return self.heap[0][1] if self.heap else 0
 
 
 class _State:
-    """The whole two-level tree; cloned to simulate future picks without touching the real one."""
+    """The whole two-level tree; ``lookahead`` previews its future picks without changing it."""
 
     def __init__(self) -> None:
         self.root = _Node()
@@ -238,13 +281,39 @@ class _State:
             del root.children[guild.key]
             root.idle_finish[guild.key] = guild.finish
 
-    def clone(self) -> _State:
-        other = _State()
-        root = self.root
-        other.root.vtime, other.root.heap = root.vtime, root.heap.copy()
-        other.root.children = {k: g.clone() for k, g in root.children.items()}
-        other.root.idle_finish = root.idle_finish.copy()
-        return other
+    def lookahead(self) -> Iterator[Entry]:
+        """The entries ``pick(_always)`` would return one after another, changing nothing.
+
+        Why not simulate on a copy: copying every flow's deque costs O(queue) before the first
+        answer, and the worker asks for one job's place on every submit. Here the root heap is
+        copied, a guild's heap only when the simulation first reaches that guild, and a flow is
+        a read position in its real deque plus its simulated tags, so the n-th answer costs
+        O(n log n) plus the guilds reached. The steps mirror ``select`` and ``charge``; tags
+        that only matter when something new arrives (vtime, finish, idle_finish) are skipped.
+        """
+        real_guilds = self.root.children
+        heap = self.root.heap.copy()
+        guilds: dict[Hashable, _GuildView] = {}
+        while heap:
+            _start, _tie, version, key = heapq.heappop(heap)  # for good: charging replaces it
+            guild = guilds.get(key)
+            if guild is None:
+                real = real_guilds.get(key)
+                if real is None or real.version != version:
+                    continue  # stale
+                guild = guilds[key] = _GuildView(real)
+            elif guild.version != version or not guild.count:
+                continue
+            flow = guild.next_flow()
+            entry = flow.head
+            yield entry
+            if flow.advance(entry.cost / entry.weight):
+                heapq.heappush(guild.heap, (flow.start, flow.head.seq, flow.version, flow.key))
+            guild.count -= 1
+            if guild.count:
+                guild.start += entry.cost / guild.weight
+                guild.version = next(_VERSIONS)
+                heapq.heappush(heap, (guild.start, guild.top_tie(), guild.version, key))
 
 
 class Scheduler:
@@ -273,6 +342,7 @@ class Scheduler:
         self._queued_by_user: dict[int, int] = {}
         self._running: dict[str, Entry] = {}
         self._running_by_user: dict[int, int] = {}
+        self._changes = 0  # order() reads the live queue, so it must notice changes
 
     # --- feeding -------------------------------------------------------------------------------
 
@@ -293,6 +363,7 @@ class Scheduler:
             raise ValueError(f"job {entry.job_id}: cost and weight must be positive")
         guild_key, flow_key, fifo = self._keys(entry)
         weight = self.guild_weights.get(entry.guild_id, 1.0) if guild_key != _EVERYONE else 1.0
+        self._changes += 1
         self._state.add(entry, guild_key, flow_key, fifo, weight)
         self._entries[entry.job_id] = (entry, guild_key, flow_key)
         self._queued_by_user[entry.user_id] = self._queued_by_user.get(entry.user_id, 0) + 1
@@ -303,6 +374,7 @@ class Scheduler:
         if found is None:
             return None
         entry, guild_key, flow_key = found
+        self._changes += 1
         self._state.remove(entry, guild_key, flow_key)
         self._dec(self._queued_by_user, entry.user_id)
         return entry
@@ -323,6 +395,7 @@ class Scheduler:
         if entry is None and batch_key is _ANY and self._entries:
             entry = self._state.pick(_always)
         if entry is not None:
+            self._changes += 1
             del self._entries[entry.job_id]
             self._dec(self._queued_by_user, entry.user_id)
             self._running[entry.job_id] = entry
@@ -348,14 +421,11 @@ class Scheduler:
         Running caps are ignored here: with one GPU a user's running job is done before their
         next one is picked, so the cap delays nobody in the simulated order.
         """
-        state = self._state.clone()
-        n = 0
-        while limit is None or n < limit:
-            entry = state.pick(_always)
-            if entry is None:
-                return
-            n += 1
+        changes = self._changes
+        for entry in itertools.islice(self._state.lookahead(), limit):
             yield entry
+            if self._changes != changes:
+                raise RuntimeError("the scheduler changed while its order() was being read")
 
     def position(self, job_id: str) -> int | None:
         """1-based place of a queued job in ``order()``; None if it is not queued."""

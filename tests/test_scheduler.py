@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from generation.errors import UserInputError
-from generation.eta import CostModel, EtaEstimator
+from generation.eta import CostModel, Estimate, EtaEstimator
 from generation.scheduler import Entry, Scheduler
 
 
@@ -302,3 +303,91 @@ def test_cost_model_tracks_measured_speed() -> None:
     assert model.seconds_per_unit == pytest.approx(2.5)
     model.observe(0.0, 5.0)  # nonsense measurements are ignored
     assert model.seconds(2.0) == pytest.approx(5.0)
+
+
+def _full_simulation(s: Scheduler) -> list[Entry]:
+    """The straightforward order: pick everything from a deep copy, nobody held by a cap."""
+    ref = copy.deepcopy(s)
+    ref.max_running_per_user = 10**9
+    picked = []
+    while (entry := ref.pick()) is not None:
+        picked.append(entry)
+    return picked
+
+
+ops_strategy = st.lists(
+    st.tuples(
+        # Mostly pushes and picks, so queues grow and tags carry history; now and then a
+        # cancel, a finished job or a mode switch.
+        st.sampled_from(["push"] * 8 + ["pick"] * 3 + ["remove", "finish", "mode"]),
+        st.integers(0, 6),  # user
+        st.sampled_from([0, 1, 2, None]),  # guild (None: a DM)
+        st.sampled_from([0.1, 0.3, 0.5, 1.0, 2.0, 4.0]),  # cost: inexact sums included
+        st.sampled_from([0.5, 1.0, 2.0, 3.0]),  # weight
+        st.integers(0, 100),  # which queued/running job to cancel/finish
+        st.sampled_from(["fair", "fifo"]),  # mode to switch to (the instance or guild 0/1)
+    ),
+    min_size=10,
+    max_size=60,
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    ops_strategy,
+    st.sampled_from(["fair", "fifo"]),
+    st.sets(st.integers(0, 2), max_size=2),  # FIFO guilds
+    st.lists(st.sampled_from([0.5, 1.0, 2.0, 3.0]), min_size=3, max_size=3),  # guild weights
+    st.integers(1, 2),  # running cap
+    st.integers(2, 30),  # queued cap
+)
+def test_property_cheap_order_equals_a_full_simulation(
+    ops, mode, fifo_guilds, guild_weights, max_running, max_queued
+) -> None:
+    s = Scheduler(mode=mode, fifo_guilds=fifo_guilds, guild_weights=dict(enumerate(guild_weights)),
+                  max_running_per_user=max_running, max_queued_per_user=max_queued)
+    seq = itertools.count()
+    for kind, user, guild, cost, weight, which, new_mode in ops:
+        if kind == "push":
+            try:
+                s.check_cap(user)
+            except UserInputError:
+                continue
+            n = next(seq)
+            s.push(Entry(f"j{n}", user, guild, cost, n, weight))
+        elif kind == "remove" and len(s):
+            queued = [e.job_id for e in s.order()]
+            assert s.remove(queued[which % len(queued)]) is not None
+        elif kind == "pick":
+            s.pick()
+        elif kind == "finish" and s.running:
+            s.finished(s.running[which % len(s.running)].job_id)
+        elif kind == "mode":
+            s.set_mode(new_mode, guild_id=[None, 0, 1][which % 3])
+        # Tags, idle credit and stale heap items now carry history: compare after every step.
+        expected = [e.job_id for e in _full_simulation(s)]
+        assert [e.job_id for e in s.order()] == expected
+        assert [e.job_id for e in s.order(3)] == expected[:3]
+
+    expected_entries = _full_simulation(s)
+    model = CostModel(0.7)
+    estimates = EtaEstimator(s, model).estimates(5.0)
+    cost_ahead = 0.0
+    for position, entry in enumerate(expected_entries, start=1):
+        want = Estimate(position, 5.0 + model.seconds(cost_ahead), model.seconds(entry.cost))
+        assert EtaEstimator(s, model).estimate(entry.job_id, 5.0) == want
+        assert estimates[entry.job_id] == want
+        assert s.position(entry.job_id) == position
+        cost_ahead += entry.cost
+
+
+def test_order_refuses_to_go_on_after_the_queue_changed() -> None:
+    q = Queue()
+    q.add("a", n=2)
+    q.add("b", n=2)
+    order = q.s.order()
+    assert next(order).job_id == "a1"
+    q.add("c")
+    with pytest.raises(RuntimeError, match="changed"):
+        next(order)
+    assert [e.job_id for e in q.s.order()] == ["a1", "b1", "c1", "a2", "b2"]
