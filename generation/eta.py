@@ -12,6 +12,7 @@ may go up only when work was put ahead of it (a newly arrived user gets a fair t
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from generation.scheduler import Entry, Scheduler
@@ -57,32 +58,45 @@ class EtaEstimator:
         self._promised: dict[str, _Promise] = {}
 
     def estimates(
-        self, running_left_s: float = 0.0, *, limit: int | None = None
+        self,
+        running_left_s: float = 0.0,
+        *,
+        limit: int | None = None,
+        only: Collection[str] | None = None,
     ) -> dict[str, Estimate]:
         """Every queued job's estimate (or the first ``limit``), in one O(n log n) pass.
 
         ``running_left_s``: the worker's guess of how long the job(s) on the GPU still need.
+        ``only``: just these jobs (e.g. one user's, for /queue); the pass stops at the last of
+        them to be queued, so it costs the furthest one's position, not the queue's length.
         """
+        wanted = None if only is None else {j for j in only if j in self.scheduler}
         out: dict[str, Estimate] = {}
         cost_ahead = 0.0
-        for position, entry in enumerate(self.scheduler.order(limit), start=1):
-            out[entry.job_id] = self._estimate(entry, position, cost_ahead, running_left_s)
-            cost_ahead += entry.cost
-        for job_id in list(self._promised):
-            if job_id not in out and job_id not in self.scheduler:
-                del self._promised[job_id]  # started or cancelled
+        if wanted is None or wanted:
+            for position, entry in enumerate(self.scheduler.order(limit), start=1):
+                if wanted is None or entry.job_id in wanted:
+                    out[entry.job_id] = self._estimate(entry, position, cost_ahead, running_left_s)
+                    if wanted is not None and len(out) == len(wanted):
+                        break
+                cost_ahead += entry.cost
+        if only is None or len(self._promised) > 2 * len(self.scheduler) + 64:
+            self._forget_gone()
         return out
 
     def estimate(self, job_id: str, running_left_s: float = 0.0) -> Estimate | None:
-        """One job's estimate; None if it is not queued."""
-        if job_id not in self.scheduler:
-            return None
-        cost_ahead = 0.0
-        for position, entry in enumerate(self.scheduler.order(), start=1):
-            if entry.job_id == job_id:
-                return self._estimate(entry, position, cost_ahead, running_left_s)
-            cost_ahead += entry.cost
-        return None
+        """One job's estimate; None if it is not queued. Costs O(position log n)."""
+        return self.estimates(running_left_s, only=(job_id,)).get(job_id)
+
+    def _forget_gone(self) -> None:
+        """Drop promises of jobs that started or were cancelled.
+
+        A full pass does it every time (it is O(queue) anyway); a targeted one (each submit
+        estimates its job) only once promises outnumber twice the queue, so they cannot pile
+        up on a bot whose users never ask for /queue, and a submit stays O(position).
+        """
+        for job_id in [j for j in self._promised if j not in self.scheduler]:
+            del self._promised[job_id]
 
     def _estimate(
         self, entry: Entry, position: int, cost_ahead: float, running_left_s: float

@@ -340,6 +340,7 @@ class Scheduler:
         self._state = _State()
         self._entries: dict[str, tuple[Entry, Hashable, Hashable]] = {}
         self._queued_by_user: dict[int, int] = {}
+        self._queued_by_guild: dict[int | None, int] = {}
         self._running: dict[str, Entry] = {}
         self._running_by_user: dict[int, int] = {}
         self._changes = 0  # order() reads the live queue, so it must notice changes
@@ -367,6 +368,7 @@ class Scheduler:
         self._state.add(entry, guild_key, flow_key, fifo, weight)
         self._entries[entry.job_id] = (entry, guild_key, flow_key)
         self._queued_by_user[entry.user_id] = self._queued_by_user.get(entry.user_id, 0) + 1
+        self._queued_by_guild[entry.guild_id] = self._queued_by_guild.get(entry.guild_id, 0) + 1
 
     def remove(self, job_id: str) -> Entry | None:
         """Take a queued entry out (cancelled); None if it is not queued here."""
@@ -377,6 +379,7 @@ class Scheduler:
         self._changes += 1
         self._state.remove(entry, guild_key, flow_key)
         self._dec(self._queued_by_user, entry.user_id)
+        self._dec(self._queued_by_guild, entry.guild_id)
         return entry
 
     # --- serving -------------------------------------------------------------------------------
@@ -398,6 +401,7 @@ class Scheduler:
             self._changes += 1
             del self._entries[entry.job_id]
             self._dec(self._queued_by_user, entry.user_id)
+            self._dec(self._queued_by_guild, entry.guild_id)
             self._running[entry.job_id] = entry
             self._running_by_user[entry.user_id] = self._running_by_user.get(entry.user_id, 0) + 1
         return entry
@@ -451,6 +455,7 @@ class Scheduler:
         self._state = _State()
         self._entries.clear()
         self._queued_by_user.clear()
+        self._queued_by_guild.clear()
         for entry in entries:
             self.push(entry)
 
@@ -468,6 +473,10 @@ class Scheduler:
 
     def queued_for_user(self, user_id: int) -> int:
         return self._queued_by_user.get(user_id, 0)
+
+    def queued_by_guild(self) -> dict[int | None, int]:
+        """Queued jobs per guild (None: DMs), kept as jobs come and go: no ``order()`` pass."""
+        return dict(self._queued_by_guild)
 
     @property
     def running(self) -> list[Entry]:
@@ -487,12 +496,12 @@ class Scheduler:
         return self._running_by_user.get(user_id, 0) < self.max_running_per_user
 
     @staticmethod
-    def _dec(counts: dict[int, int], user_id: int) -> None:
-        left = counts[user_id] - 1
+    def _dec(counts: dict[Any, int], key: Any) -> None:
+        left = counts[key] - 1
         if left:
-            counts[user_id] = left
+            counts[key] = left
         else:
-            del counts[user_id]
+            del counts[key]
 
 
 def _always(_user_id: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections import Counter
 
 import pytest
 from hypothesis import given, settings
@@ -368,6 +369,7 @@ def test_property_cheap_order_equals_a_full_simulation(
         expected = [e.job_id for e in _full_simulation(s)]
         assert [e.job_id for e in s.order()] == expected
         assert [e.job_id for e in s.order(3)] == expected[:3]
+        assert s.queued_by_guild() == dict(Counter(e.guild_id for e in s.order()))
 
     expected_entries = _full_simulation(s)
     model = CostModel(0.7)
@@ -379,6 +381,9 @@ def test_property_cheap_order_equals_a_full_simulation(
         assert estimates[entry.job_id] == want
         assert s.position(entry.job_id) == position
         cost_ahead += entry.cost
+    some = [e.job_id for e in expected_entries[::3]] + ["gone"]
+    picked = EtaEstimator(s, model).estimates(5.0, only=some)
+    assert picked == {j: estimates[j] for j in some[:-1]}
 
 
 def test_order_refuses_to_go_on_after_the_queue_changed() -> None:
@@ -391,3 +396,15 @@ def test_order_refuses_to_go_on_after_the_queue_changed() -> None:
     with pytest.raises(RuntimeError, match="changed"):
         next(order)
     assert [e.job_id for e in q.s.order()] == ["a1", "b1", "c1", "a2", "b2"]
+
+
+def test_promises_of_started_jobs_do_not_pile_up_without_full_passes() -> None:
+    s = Scheduler(max_queued_per_user=1000)
+    eta = EtaEstimator(s, CostModel(1.0))
+    for seq in range(1000):  # submit, estimate (as the worker does), start: no /queue ever
+        s.push(Entry(f"j{seq}", seq % 3, 1, 1.0, seq))
+        assert eta.estimate(f"j{seq}") is not None
+        if seq % 10:
+            s.pick()
+    assert len(s) == 100
+    assert len(eta._promised) <= 2 * len(s) + 64 + 1
