@@ -191,3 +191,27 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StoreError, match="newer than this imagine-bot understands"):
         await Store.open(path)
+
+
+async def test_every_job_write_is_committed_when_it_returns(store: Store) -> None:
+    """Another process (a restart, a moderator's provenance lookup) sees each step at once."""
+
+    def status_elsewhere(job_id: str) -> tuple[str, int]:
+        con = sqlite3.connect(store.path)
+        try:
+            (status,) = con.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            (images,) = con.execute(
+                "SELECT COUNT(*) FROM images WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            return status, images
+        finally:
+            con.close()
+
+    job = await store.add_job(make_job())
+    assert status_elsewhere(job.id) == ("queued", 0)
+    assert await store.mark_running(job.id)
+    assert status_elsewhere(job.id) == ("running", 0)
+    await store.mark_done(job.id, processed(job.id))
+    assert status_elsewhere(job.id) == ("done", len(processed(job.id).images))
+    assert await store.mark_delivered(job.id)
+    assert not store.db.in_transaction
