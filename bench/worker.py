@@ -22,7 +22,8 @@ this is the >= 0.90 goal. Then the real moderation/watermark/provenance step
 CPU cores beside the GPU. On a CPU-only machine it shares the cores with the "GPU", and its cost
 is fixed per image (RivaGAN runs at a 256-px canonical scale: ~0.3-0.5 s of CPU per image here)
 while the tiny model makes a 64-px image in ~40 ms, so the step, not the worker, bounds the
-throughput: ``postprocess_bound`` = generation / post-processing time per job is that bound.
+throughput: ``postprocess_bound`` = post-processing threads x generation time / post-processing
+time per job is that bound, and the worker's ratio should come close to it.
 """
 
 from __future__ import annotations
@@ -202,6 +203,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         bare_mean = sum(run["bare_s"]) / 2
         busy = sum(b - a for a, b in run["intervals"])
         bare_job_ms = bare_mean / args.jobs * 1e3
+        post_threads = settings.queue.postprocess_threads
         post_ms = percentile(run["post_ms"], 50)
         return {
             "postprocess": run["postprocess"],
@@ -218,8 +220,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "worker_generation_ms_per_job": round(busy / args.jobs * 1e3, 1),
             "postprocess_ms_per_job": round(post_ms, 1),
             # On a CPU the post-processing shares the machine with the "GPU": once it takes longer
-            # than a generation, it and not the worker bounds the throughput near this ratio.
-            "postprocess_bound": round(min(1.0, bare_job_ms / post_ms), 3) if post_ms else 1.0,
+            # than a generation, it and not the worker bounds the throughput near this ratio
+            # (``queue.postprocess_threads`` jobs are post-processed at once).
+            "postprocess_bound": (
+                round(min(1.0, post_threads * bare_job_ms / post_ms), 3) if post_ms else 1.0
+            ),
             "gpu_calls": run["gpu_calls"],
             "gpu_idle_gap_ms": {
                 "p50": round(percentile(run["gaps_ms"], 50), 2),
