@@ -1,7 +1,7 @@
 """How close the worker keeps the GPU to the bare engine, and whether the event loop stays free.
 
-    python bench/worker.py            # 32 jobs from 4 users on the tiny model, CPU
-    python bench/worker.py --jobs 64 --users 8 --steps 8 --size 64
+    python bench/worker.py            # 32 default /imagine jobs (4 images) from 4 users, tiny, CPU
+    python bench/worker.py --count 1 --jobs 64 --users 8 --steps 8 --size 64
 
 Runs the same jobs (same seeds) in one process, side by side: through the bare engine (one
 ``engine.generate`` per job, back to back, nothing else) and through the real ``Worker`` (store,
@@ -88,8 +88,12 @@ class TimedPostprocess:
 
 async def bare(engine: Engine, reqs: list[GenerationRequest]) -> float:
     """Seconds for the bare engine to run every job, one call each, in one thread."""
+    threads = torch.get_num_threads()  # what the worker's GPU thread uses
 
     def run() -> float:
+        # torch keeps the thread count a thread started with: this pool thread may predate
+        # leave_a_core_for_the_pipeline and would otherwise run with every core.
+        torch.set_num_threads(threads)
         started = time.perf_counter()
         for req in reqs:
             engine.generate([req])
@@ -264,7 +268,10 @@ def main() -> int:
     parser.add_argument("--users", type=int, default=4)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--count", type=int, default=1, help="images per job")
+    parser.add_argument(
+        "--count", type=int, default=4,
+        help="images per job (4: a default /imagine; 1 is the harsher case for the pipeline)",
+    )
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(

@@ -64,20 +64,26 @@ UPSCALE_COST_FACTOR = 4.0  # a 2x upscale denoises four times the pixels of its 
 PROGRESS_INTERVAL_S = 0.25
 
 
-def leave_a_core_for_the_pipeline(engine: Engine) -> None:
+def leave_a_core_for_the_pipeline(engine: Engine) -> int | None:
     """When the "GPU" is the CPU, torch gets every core but one; the stages around it get that one.
 
     torch's parallel regions wait for their slowest thread, so post-processing or the event loop
     taking a core from a full-width region stalls every step (bench/worker.py on 2 cores:
     worker/bare throughput 0.31 with 2 torch threads, 0.87 with 1). Process-wide on purpose:
     a process running a worker is a server, and torch's thread pools are per process.
+
+    Returns the thread count (None off the CPU). A thread that already ran a torch parallel
+    region keeps the count it started with, so the thread that generates must set it again
+    itself (``Worker._gpu_main`` does).
     """
     if getattr(getattr(engine, "device", None), "type", None) != "cpu":
-        return
+        return None
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, (cores or 2) - 1))
+    threads = max(1, (cores or 2) - 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 class JobListener(Protocol):
@@ -231,13 +237,14 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         # GPU busy intervals (perf_counter), for benchmarks and the idle-gap figure.
         self.gpu_intervals: list[tuple[float, float]] = []
+        self._torch_threads: int | None = None  # set by start() when generating on the CPU
 
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> Recovery:
         """Recover from the store, then serve. Returns what was recovered."""
         self._loop = asyncio.get_running_loop()
-        leave_a_core_for_the_pipeline(self.engine)
+        self._torch_threads = leave_a_core_for_the_pipeline(self.engine)
         metrics.watch_worker(self)  # health + queue gauge follow this worker
         saved = await self.store.get_value(COST_MODEL_KEY)
         if saved:
@@ -473,6 +480,10 @@ class Worker:
         """The GPU thread: take a prepared batch, generate, hand the results back, repeat."""
         loop = self._loop
         assert loop is not None
+        if self._torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._torch_threads)  # see leave_a_core_for_the_pipeline
         while (batch := self._ready.get()) is not None:
             works = [w for w in batch.works if not w.cancelled]
             for work in works:
