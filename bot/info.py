@@ -26,7 +26,7 @@ async def queue_text(actions: Actions, user_id: int) -> str:
     mine = await actions.store.jobs_for_user(
         user_id, statuses=[JobStatus.QUEUED, JobStatus.RUNNING], limit=25
     )
-    estimates = worker.estimates() if worker is not None else {}
+    estimates = worker.estimates(only=[j.id for j in mine]) if worker is not None else {}
     total = len(worker.scheduler) if worker is not None else 0
     lines = [f"**Queue:** {total} job{'s' if total != 1 else ''} waiting."]
     if not mine:

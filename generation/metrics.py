@@ -335,10 +335,7 @@ class _WorkerWatch:
         self.started_at = 0.0
 
     def queue_lengths(self) -> dict[int | None, int]:
-        counts: dict[int | None, int] = {}
-        for entry in self.scheduler.order():
-            counts[entry.guild_id] = counts.get(entry.guild_id, 0) + 1
-        return counts
+        return self.scheduler.queued_by_guild()  # kept as jobs come and go: no order() pass
 
     def observe(self, method: str, job: Any, *rest: Any) -> None:
         if method in ("on_started", "on_progress"):
