@@ -272,20 +272,28 @@ class Store:
         """
         now = now if now is not None else time.time()
         async with self._job_lock:
-            # Only while the job is running: a cancelled job's images are not recorded.
-            await self.db.executemany(
-                """INSERT OR REPLACE INTO images (job_id, idx, seed, path, width, height,
-                       sha256, watermark_payload, moderation)
-                   SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?
-                   WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ? AND status = 'running')""",
-                [
-                    (
-                        job_id, img.index, img.seed, str(img.path), img.width, img.height,
-                        img.sha256, img.watermark_payload, json.dumps(img.moderation), job_id,
-                    )
-                    for img in processed.images
-                ],
-            )
+            if processed.images:
+                # One statement for all images (one commit, one fsync), and only while the job
+                # is running: a cancelled job's images are not recorded.
+                rows = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(processed.images))
+                await self.db.execute(
+                    f"""INSERT OR REPLACE INTO images (job_id, idx, seed, path, width, height,
+                            sha256, watermark_payload, moderation)
+                        SELECT * FROM (VALUES {rows})
+                        WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ? AND status = 'running')""",
+                    [
+                        *(
+                            value
+                            for img in processed.images
+                            for value in (
+                                job_id, img.index, img.seed, str(img.path), img.width,
+                                img.height, img.sha256, img.watermark_payload,
+                                json.dumps(img.moderation),
+                            )
+                        ),
+                        job_id,
+                    ],
+                )
             result_dir = str(Path(processed.images[0].path).parent) if processed.images else None
             cur = await self.db.execute(
                 """UPDATE jobs SET status = 'done', finished_at = ?, measured_seconds = ?,
