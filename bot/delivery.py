@@ -7,8 +7,10 @@ Delivery must never fail silently, which on Discord means three fall-backs:
   mentions the user (a DM for private requests);
 * files over the upload limit (the interaction carries it; 10 MiB by default) are re-encoded to
   WebP, then JPEG, then scaled down until they fit;
-* a deleted channel or a missing permission is recorded on the job with the reason, and the
-  caller (the worker's listener) goes on with the next job.
+* when the channel where the user asked was deleted meanwhile (Discord answers 404), the user
+  gets the same message by DM, under one line saying why; a refused DM (DMs closed) or a
+  missing permission is recorded on the job with the reason, and the caller (the worker's
+  listener) goes on with the next job.
 
 Exactly once: the store's ``mark_delivered`` is claimed only after Discord accepted the message,
 and an in-process set stops two callers (the worker and start-up recovery) sending together.
@@ -41,6 +43,12 @@ REQUEST_LIMIT = 25 * 1024 * 1024
 MAX_CONTENT = 2000
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
+UNKNOWN_MESSAGE = 10008
+CANNOT_DM = 50007
+
+
+class Undeliverable(Exception):
+    """Discord refused every way to the user; the message is the reason kept on the job."""
 
 
 @dataclass
@@ -168,6 +176,12 @@ def failure_content(job: Job) -> str:
     return f"{_mention(job.user_id)} your job `{job.id}` {what}: {reason}"[:MAX_CONTENT]
 
 
+def channel_gone_note(job: Job) -> str:
+    """The line above a result that arrives by DM because its channel was deleted."""
+    where = f" (<#{job.channel_id}>)" if job.channel_id else ""
+    return f"\u26a0\ufe0f The channel where you asked for this{where} is gone, so it comes by DM."
+
+
 def token_alive(delivery: dict[str, Any], now: float | None = None) -> bool:
     created = delivery.get("created_at")
     if not delivery.get("token") or created is None:
@@ -204,7 +218,7 @@ class Delivery:
                     message = await self._send_text(job, failure_content(job), ephemeral=True)
                 if message is not None:
                     await self.store.update_delivery(job.id, {"result_message_id": message.id})
-            except (discord.NotFound, discord.Forbidden) as exc:
+            except (discord.NotFound, discord.Forbidden, Undeliverable) as exc:
                 reason = _why(exc)
                 log.warning("job %s could not be delivered: %s", job.id, reason)
                 await self.store.update_delivery(job.id, {"failed": reason})
@@ -234,10 +248,32 @@ class Delivery:
     async def send(
         self, job: Job, content: str, *, files: list[EncodedFile], view: Any
     ) -> discord.Message | None:
+        """Where the user asked; if that channel is gone (404), by DM under a note saying so.
+
+        Raises ``Undeliverable`` when the DM is refused too, so the job records both reasons.
+        """
+        try:
+            return await self._send_where_asked(job, content, files=files, view=view)
+        except discord.NotFound as gone:
+            if not job.user_id or not job.channel_id:
+                raise
+            log.info("job %s: its channel is gone (%s); sending it by DM", job.id, gone.code)
+            try:
+                user = self.client.get_user(job.user_id) or await self.client.fetch_user(
+                    job.user_id
+                )
+                message = await user.send(
+                    **_message_kwargs(job, f"{channel_gone_note(job)}\n{content}", files, view)
+                )
+            except (discord.NotFound, discord.Forbidden) as refused:
+                raise Undeliverable(f"{_why(gone)}, and {_why(refused)}") from refused
+            await self.store.update_delivery(job.id, {"rerouted": _why(gone)})
+            return message
+
+    async def _send_where_asked(
+        self, job: Job, content: str, *, files: list[EncodedFile], view: Any
+    ) -> discord.Message | None:
         """Edit the interaction's message while its token lives, else post a new message."""
-        mentions = discord.AllowedMentions(
-            users=[discord.Object(job.user_id)], roles=False, everyone=False
-        )
         delivery = job.delivery
         if token_alive(delivery):
             webhook = discord.Webhook.partial(
@@ -249,21 +285,17 @@ class Delivery:
                     content=content,
                     attachments=[f.to_file() for f in files],
                     view=view if view is not discord.utils.MISSING else None,
-                    allowed_mentions=mentions,
+                    allowed_mentions=_only_the_user(job),
                 )
             except discord.HTTPException as exc:
-                if exc.status != 401 and exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK):
+                if exc.code == UNKNOWN_MESSAGE and not delivery.get("private"):
+                    # Deleted by someone, or with its channel: a channel post tells which.
+                    log.info("job %s: its message is gone, posting to the channel", job.id)
+                elif exc.status != 401 and exc.code not in (INVALID_WEBHOOK_TOKEN, UNKNOWN_WEBHOOK):
                     raise
-                log.info("job %s: interaction token expired, posting to the channel", job.id)
-        mention = _mention(job.user_id)
-        text = content if mention in content else f"{mention} {content}"
-        if len(text) > MAX_CONTENT:
-            text = text[: MAX_CONTENT - 1] + "\u2026"
-        kwargs: dict[str, Any] = {"content": text, "allowed_mentions": mentions}
-        if files:
-            kwargs["files"] = [f.to_file() for f in files]
-        if view is not discord.utils.MISSING:
-            kwargs["view"] = view
+                else:
+                    log.info("job %s: interaction token expired, posting to the channel", job.id)
+        kwargs = _message_kwargs(job, content, files, view)
         placeholder = delivery.get("channel_message_id")
         if placeholder and job.channel_id:
             # A reaction shortcut posted "queued..." itself: turn that message into the result.
@@ -282,7 +314,29 @@ class Delivery:
         return await channel.send(**kwargs)
 
 
-def _why(exc: discord.HTTPException) -> str:
+def _message_kwargs(job: Job, content: str, files: list[EncodedFile], view: Any) -> dict[str, Any]:
+    """A new message's arguments: the user mentioned (and pinged, nobody else), fresh files."""
+    mention = _mention(job.user_id)
+    text = content if mention in content else f"{mention} {content}"
+    if len(text) > MAX_CONTENT:
+        text = text[: MAX_CONTENT - 1] + "\u2026"
+    kwargs: dict[str, Any] = {"content": text, "allowed_mentions": _only_the_user(job)}
+    if files:
+        kwargs["files"] = [f.to_file() for f in files]
+    if view is not discord.utils.MISSING:
+        kwargs["view"] = view
+    return kwargs
+
+
+def _only_the_user(job: Job) -> discord.AllowedMentions:
+    return discord.AllowedMentions(users=[discord.Object(job.user_id)], roles=False, everyone=False)
+
+
+def _why(exc: discord.HTTPException | Undeliverable) -> str:
+    if isinstance(exc, Undeliverable):
+        return str(exc)
+    if exc.code == CANNOT_DM:
+        return f"the user does not accept direct messages ({exc.text or exc.status})"
     if isinstance(exc, discord.NotFound):
         return f"the channel or message is gone ({exc.text or exc.status})"
     return f"the bot lacks permission to post there ({exc.text or exc.status})"

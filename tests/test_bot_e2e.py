@@ -539,8 +539,8 @@ async def test_author_only_policy_and_a_deleted_channel(quick_harness: Harness) 
     press = await emu.click(result, f"ib:v:{job.id}:0:S", user=emu.bob)
     assert "only the person who made" in (await _ephemeral_reply(emu, press)).content
 
-    # The channel disappears while a job waits (worker paused to make "waits" certain): the job
-    # records why, and the queue goes on with the next one.
+    # The channel disappears while a job waits (worker paused to make "waits" certain): the
+    # result comes by DM (tests/test_bot_channel_gone.py has the details), the queue goes on.
     await harness.stop()
     bot = await harness.start(start_worker=False)
     doomed = emu.world.add_channel(emu.guild, "doomed")
@@ -551,7 +551,9 @@ async def test_author_only_policy_and_a_deleted_channel(quick_harness: Harness) 
     emu.clock.advance(15 * 60 + 1)
     await bot.services.worker.start()
     gone = await harness.delivered(lost, timeout=120)
-    assert "gone" in gone.delivery["failed"]
+    assert "gone" in gone.delivery["rerouted"]
+    [dm] = emu.messages_in(emu.dm_channel(emu.alice))
+    assert dm.id == gone.delivery["result_message_id"] and dm.attachments
     after = await harness.imagine("a kite at night --count 1 --steps 2", user=emu.bob)
     await harness.result_of(after)
 

@@ -148,10 +148,15 @@ class Rest:
 
     def _message(self, message_id: str, channel_id: int | None = None) -> Message:
         """A live message; through a channel route (channel_id given) ephemeral ones are
-        invisible, as they are on Discord: only the interaction token reaches them."""
+        invisible, as they are on Discord: only the interaction token reaches them. A deleted
+        channel takes its messages with it, so webhook routes (the interaction token) answer
+        10008 for them, as Discord does."""
         msg = self.emu.store.get(int(message_id)) if message_id.isdigit() else None
         if msg is None or msg.deleted or (channel_id is not None and (
                 msg.channel_id != channel_id or msg.ephemeral)):
+            raise unknown("Message", UNKNOWN_MESSAGE)
+        channel = self.world.channels.get(msg.channel_id)
+        if channel is not None and channel.deleted:
             raise unknown("Message", UNKNOWN_MESSAGE)
         return msg
 

@@ -134,9 +134,13 @@ class Emulator:
         return self._new_attachment(filename, data, content_type=content_type)
 
     async def delete_channel(self, channel: Channel | int) -> None:
-        """A moderator deletes the channel: the bot hears CHANNEL_DELETE, and posting or
-        following up there answers 404 Unknown Channel (10003)."""
+        """A moderator deletes the channel: the bot hears CHANNEL_DELETE (guilds intent);
+        posting, following up or any channel route there answers 404 Unknown Channel (10003),
+        and editing, fetching or deleting its messages through an interaction token answers
+        404 Unknown Message (10008). Nobody can use a command or a button there any more."""
         channel = self._channel(channel)
+        if channel.deleted:
+            raise EmulatorUsageError(f"channel {channel.name!r} was already deleted")
         channel.deleted = True
         await self.gateway.dispatch("CHANNEL_DELETE", channel.payload(), intent=GUILDS)
 
@@ -326,6 +330,7 @@ class Emulator:
     async def add_reaction(self, message: Message | int, emoji: str, user: User) -> None:
         """A user reacts; the bot hears MESSAGE_REACTION_ADD (if it asked for the intent)."""
         msg = self.store[message if isinstance(message, int) else message.id]
+        self._require_live_channel(self._channel(msg.channel_id))
         msg.reactions.setdefault(emoji, set()).add(user.id)
         data: dict[str, Any] = {
             "user_id": str(user.id), "channel_id": str(msg.channel_id),
@@ -355,6 +360,11 @@ class Emulator:
     def _channel(self, channel: Channel | int) -> Channel:
         return self.world.channels[channel if isinstance(channel, int) else channel.id]
 
+    def _require_live_channel(self, channel: Channel) -> None:
+        if channel.deleted:
+            raise EmulatorUsageError(
+                f"channel {channel.name!r} was deleted; nobody can act in it any more")
+
     def _require_bot(self) -> None:
         if not self.gateway.live_sessions:
             raise EmulatorUsageError("no bot is connected to the emulator's gateway")
@@ -367,6 +377,7 @@ class Emulator:
         user = user or world.alice
         if channel.guild_id is None:
             raise EmulatorUsageError("the emulator sends interactions from guild channels only")
+        self._require_live_channel(channel)
         guild = world.guilds[channel.guild_id]
         iid = self.ids.next()
         inter = Interaction(id=iid, token=new_token(iid), type=kind,
