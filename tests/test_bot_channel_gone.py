@@ -169,3 +169,19 @@ async def test_closed_dms_and_failure_notices_after_the_channel_is_gone(paused: 
     # The queue goes on: the next job, in a live channel, is delivered where it was asked.
     after = await paused.imagine("a kite at night --count 1 --steps 2", user=emu.bob)
     await paused.result_of(after)
+
+
+async def test_a_deleted_reply_in_a_live_channel_becomes_a_channel_message(paused: Harness) -> None:
+    """Only the bot's "thinking" reply was deleted (by a moderator): the channel is still there,
+    so the result is posted in it for the user, not sent by DM."""
+    emu, bot = paused.emu, paused.bot
+    iid = await paused.imagine("a kite by the sea --count 1 --steps 2", user=emu.alice)
+    await emu.wait_for_response(iid)
+    await emu.delete_message(emu.original_message(iid))
+    await bot.services.worker.start()
+    job = await paused.delivered(iid, timeout=120)
+    posted = emu.messages_in(emu.general)[-1]
+    assert posted.interaction_id is None and posted.attachments and posted.custom_ids()
+    assert job.id in posted.content and [u.id for u in posted.mentions] == [emu.alice.id]
+    assert job.delivery["result_message_id"] == posted.id and "rerouted" not in job.delivery
+    assert _dms(emu, emu.alice) == []

@@ -144,6 +144,14 @@ class Emulator:
         channel.deleted = True
         await self.gateway.dispatch("CHANNEL_DELETE", channel.payload(), intent=GUILDS)
 
+    async def delete_message(self, message: Message | int) -> None:
+        """A moderator deletes a message (the bot's reply, say): the bot hears MESSAGE_DELETE and
+        editing it, through its channel or the interaction token, answers 404 10008."""
+        msg = self.store[message if isinstance(message, int) else message.id]
+        if msg.deleted:
+            raise EmulatorUsageError(f"message {msg.id} was already deleted")
+        await self._delete_message(msg)
+
     def dm_channel(self, user: User) -> Channel:
         """The bot's DM channel with `user` (messages_in(emu.dm_channel(u)) reads the DMs)."""
         return self.world.dm_channel(user)
