@@ -124,6 +124,17 @@ async def test_results_for_a_deleted_channel_reach_their_users_by_dm(paused: Har
         assert not await bot.actions.delivery.deliver(job.id)
         assert len(_dms(emu, user)) == 1
 
+    # The buttons work in the DM: a variation of Alice's image 1 comes back there.
+    [dm] = _dms(emu, emu.alice)
+    with pytest.raises(EmulatorUsageError, match="recipient"):
+        await emu.click(dm, f"ib:v:{jobs[0].id}:0:s", user=emu.bob)
+    press = await emu.click(dm, f"ib:v:{jobs[0].id}:0:s", user=emu.alice)
+    varied = await emu.wait_for(
+        lambda: (m := emu.original_message(press)) and m.attachments and m, 120, "variation"
+    )
+    assert varied.channel_id == emu.dm_channel(emu.alice).id
+    assert f"Variation of <@{emu.alice.id}>'s image 1" in varied.content
+
     touching = _touching(emu, doomed.id, iids, since)
     assert touching, "the bot did try where the user asked"
     assert not [r for r in touching if r.ok], "nothing reached the deleted channel"

@@ -236,7 +236,7 @@ class Rest:
             msg.interaction_meta = {
                 "id": str(interaction.id), "type": interaction.type,
                 "user": interaction.user.payload(),
-                "authorizing_integration_owners": {"0": str(interaction.guild_id)},
+                "authorizing_integration_owners": {"0": str(interaction.guild_id or 0)},
             }
         msg.mentions = self._mentions(msg.content, payload.get("allowed_mentions"))
         msg.attachments = self._attachments(payload, files, [], channel_id) or []

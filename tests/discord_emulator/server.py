@@ -382,14 +382,15 @@ class Emulator:
                         locale: str = "en-US") -> int:
         self._require_bot()
         world = self.world
-        user = user or world.alice
-        if channel.guild_id is None:
-            raise EmulatorUsageError("the emulator sends interactions from guild channels only")
         self._require_live_channel(channel)
-        guild = world.guilds[channel.guild_id]
+        if channel.guild_id is None:
+            user = user or channel.recipient
+            if user is not channel.recipient:
+                raise EmulatorUsageError("only the DM's recipient can use the bot's DM with them")
+        user = user or world.alice
         iid = self.ids.next()
         inter = Interaction(id=iid, token=new_token(iid), type=kind,
-                            created_at=self.clock.now(), user=user, guild_id=guild.id,
+                            created_at=self.clock.now(), user=user, guild_id=channel.guild_id,
                             channel_id=channel.id, data=data,
                             message_id=message.id if message else None)
         payload: dict[str, Any] = {
@@ -397,22 +398,30 @@ class Emulator:
             "application_id": str(world.application_id),
             "type": kind,
             "data": data,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
             "channel_id": str(channel.id),
             "channel": channel.payload(),
-            "member": world.member_payload(
-                user, guild, permissions=world.channel_permissions(user, channel)),
             "token": inter.token,
             "version": 1,
             "app_permissions": str(world.channel_permissions(world.bot, channel)),
             "locale": locale,
-            "guild_locale": guild.locale,
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
-            "attachment_size_limit": guild.attachment_size_limit,
         }
+        if channel.guild_id is None:  # a button in the bot's DM: a user, no member or guild
+            payload |= {"user": user.payload(), "context": 1,
+                        "authorizing_integration_owners": {"0": "0"},
+                        "attachment_size_limit": self.default_upload_limit}
+        else:
+            guild = world.guilds[channel.guild_id]
+            payload |= {
+                "guild_id": str(guild.id),
+                "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
+                "member": world.member_payload(
+                    user, guild, permissions=world.channel_permissions(user, channel)),
+                "guild_locale": guild.locale,
+                "authorizing_integration_owners": {"0": str(guild.id)},
+                "context": 0,
+                "attachment_size_limit": guild.attachment_size_limit,
+            }
         if message is not None:
             payload["message"] = message.payload(self.clock)
         inter.payload = payload
