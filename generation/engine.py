@@ -68,12 +68,17 @@ class ProgressEvent:
 class GenerationResult:
     images: list[Image.Image]
     seeds: list[int]
-    grid: Image.Image
     request: GenerationRequest
     width: int
     height: int
     model: str
     timings: dict[str, float] = field(default_factory=dict)
+
+    @functools.cached_property
+    def grid(self) -> Image.Image:
+        """The images tiled, made when first read: off the GPU thread, and not at all by the
+        bot's post-processing (it tiles the watermarked images instead)."""
+        return make_grid(self.images)
 
     def infotext(self, index: int = 0) -> str:
         """A1111 "parameters" text for image ``index`` (its own seed)."""
@@ -409,7 +414,6 @@ class Engine:
                 GenerationResult(
                     images=mine,
                     seeds=req.seeds,
-                    grid=make_grid(mine),
                     request=req,
                     width=req.width,
                     height=req.height,
@@ -473,7 +477,6 @@ class Engine:
         return GenerationResult(
             images=[out],
             seeds=[base.seed],
-            grid=out,
             request=final_req,
             width=width,
             height=height,

@@ -15,7 +15,7 @@ already shows one, and a grid badge would paint over the bottom-right tile's mar
 made. Its metadata (PNG text, XMP, C2PA) names the job as for any image, with
 ``watermark_payload`` None (the grid itself carries no single mark) and the tiles' verified
 payloads under ``tile_watermark_payloads`` (None for a tile whose mark did not read back).
-``result.grid`` (made by the engine from the unmarked images) is not used.
+``result.grid`` (the unmarked images tiled, made only when read) is never read here.
 """
 
 from __future__ import annotations

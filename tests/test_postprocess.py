@@ -104,7 +104,7 @@ async def test_blocked_image_never_leaves_and_is_audited(tiny_engine, tiny_setti
 def photo_result() -> GenerationResult:
     images = [Image.fromarray(data.astronaut()).resize((320, 320))]
     req = GenerationRequest("portrait", width=320, height=320, steps=4, seed=9, count=1)
-    return GenerationResult(images, req.seeds, make_grid(images), req, 320, 320, "m")
+    return GenerationResult(images, req.seeds, req, 320, 320, "m")
 
 
 async def processed(store: Store, settings: Settings, job_id: str, **post_kw) -> tuple[Job, Image.Image, dict]:

@@ -42,7 +42,7 @@ def result_of(images: list[Image.Image], seed: int = 1000) -> GenerationResult:
         PROMPT, negative_prompt="blurry", width=384, height=384, steps=20, guidance=7.0,
         scheduler="euler_a", seed=seed, count=len(images),
     )
-    return GenerationResult(images, req.seeds, make_grid(images), req, 384, 384, "test-model")
+    return GenerationResult(images, req.seeds, req, 384, 384, "test-model")
 
 
 def settings_in(tmp_path: Path, **provenance_fields) -> Settings:
