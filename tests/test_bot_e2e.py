@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,10 +148,36 @@ async def quick_harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncI
         yield h
 
 
+def _steps_held_until_shown(engine: Any, emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each denoising step waits (on the GPU thread, bounded) until Discord has seen a "step"
+    edit: whether one gets through must not depend on how fast this machine runs the steps
+    relative to the progress throttle."""
+    generate = engine.generate
+
+    def shown() -> bool:
+        return any(
+            r.method == "PATCH" and "step" in str((r.json or {}).get("content", ""))
+            for r in list(emu.requests)
+        )
+
+    def held(reqs: Any, *, progress: Any = None, **kwargs: Any) -> Any:
+        def report(event: Any) -> None:
+            if progress is not None:
+                progress(event)
+            deadline = time.monotonic() + 1
+            while not shown() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        return generate(reqs, progress=report, **kwargs)
+
+    monkeypatch.setattr(engine, "generate", held)
+
+
 async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
-    harness: Harness,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = harness.emu
+    _steps_held_until_shown(harness.engine, emu, monkeypatch)
     iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7 --steps 8")
     inter = await emu.wait_for_response(iid, timeout=3)
     assert inter.initial_response == 5 and inter.responded_at - inter.created_at < 3
