@@ -143,10 +143,14 @@ class Actions:
                 style=style or defaults.style,
             )
             init_image = await self._read_attachment(image) if image is not None else None
-            flags = await self._gate(interaction, params.prompt, init_image)
+            # The texts the model gets (styles expanded), each gated: prompt and negative.
+            kwargs = params.request_kwargs()
+            flags = await self._gate(
+                interaction, kwargs["prompt"], init_image, negative=kwargs["negative_prompt"]
+            )
             from generation.request import GenerationRequest
 
-            request = GenerationRequest(**params.request_kwargs(), init_image=init_image)
+            request = GenerationRequest(**kwargs, init_image=init_image)
             if params.quality is not None:
                 request = await self._apply_quality(request, params.quality)
             await self._submit(
@@ -210,7 +214,12 @@ class Actions:
         return await asyncio.to_thread(load_image, data, what="the attached image")
 
     async def _gate(
-        self, interaction: discord.Interaction, prompt: str, init_image: Any = None
+        self,
+        interaction: discord.Interaction,
+        prompt: str,
+        init_image: Any = None,
+        *,
+        negative: str | None = None,
     ) -> dict[str, Any]:
         """Refuse (and log for moderators) what the channel's policy does not allow.
 
@@ -229,6 +238,7 @@ class Actions:
             channel_id,
             nsfw_channel=nsfw,
             init_image=init_image,
+            negative=negative,
         )
         if decision.needs_audit:
             stage = (
@@ -243,7 +253,8 @@ class Actions:
                 stage=stage,
             )
         if decision.blocked:
-            await self._post_to_mod_log(interaction, prompt, decision)
+            shown = f"{prompt} --no {negative}" if negative else prompt
+            await self._post_to_mod_log(interaction, shown, decision)
             raise UserInputError(f"your prompt was blocked. {decision.reason}")
         return {"nsfw_channel": nsfw, "spoiler": decision.action == "spoiler"}
 
@@ -338,7 +349,9 @@ class Actions:
         try:
             parent = await self._usable_parent(interaction, parent, job_id)
             request, extra = await self._derived_request(parent, kind, index, strong, prompt)
-            extra.update(await self._gate(interaction, request.prompt))
+            extra.update(
+                await self._gate(interaction, request.prompt, negative=request.negative_prompt)
+            )
             await self._submit(
                 interaction,
                 request,

@@ -8,6 +8,7 @@ themselves live in ``moderation/`` and are not repeated here.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from moderation import audit
@@ -37,13 +38,22 @@ async def check(
     *,
     nsfw_channel: bool,
     init_image: Image.Image | None = None,
+    negative: str | None = None,
 ) -> Decision:
-    """The prompt gate under the channel's policy; an init image adds the face check."""
+    """The prompt gate under the channel's policy; an init image adds the face check.
+
+    ``negative`` (``--no``, the option, a remix's) is gated too: it is shown in the public
+    result message, so a word refused in the prompt must not get through after ``--no``.
+    """
     from moderation.deepfake import check_request
     from moderation.prompt_gate import check_prompt
 
     policy = await policy_for(store, settings, guild_id, channel_id)
     decision = check_prompt(prompt, policy, nsfw_channel=nsfw_channel)
+    if negative and negative.strip() and not decision.blocked:
+        refused = check_prompt(negative, policy, nsfw_channel=nsfw_channel)
+        if refused.blocked:
+            return replace(refused, reason=f"In the negative prompt (--no): {refused.reason}")
     if init_image is not None and not decision.blocked:
         # NudeNet on the upload: off the event loop.
         faces = await asyncio.to_thread(check_request, prompt, policy, init_image=init_image)

@@ -33,6 +33,7 @@ from PIL import Image
 from generation.engine import make_grid
 from generation.jobs import Job, JobBlocked, Processed, ProcessedImage
 from moderation import watermark
+from moderation.deepfake import check_output
 from moderation.label import add_label
 from moderation.provenance import C2paSigner, ImageProvenance, encode_png, without_prompt
 
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 POLICY_TIMEOUT_S = 10.0
 
-ImageCheck = Callable[..., Any]  # (image, policy, *, nsfw_channel) -> Decision
+# (image, policy, *, nsfw_channel) -> Decision; a stand-in for tests about the step's handling.
+ImageCheck = Callable[..., Any]
 
 
 @dataclass
@@ -64,7 +66,7 @@ class PostProcessor:
         signer: C2paSigner | None | bool = True,
     ) -> None:
         """``store`` + ``loop``: read the channel policy and write the audit log through the
-        bot's event loop. ``check_image`` defaults to NudeNet (``moderation.nsfw``);
+        bot's event loop. ``check_image`` replaces NudeNet + the deepfake output rule;
         ``signer=True`` creates the C2PA signer from the settings (None/False: no C2PA)."""
         self.settings = settings
         self.store = store
@@ -83,7 +85,8 @@ class PostProcessor:
             _Item(i, img, seed, result.infotext(i))
             for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True))
         ]
-        decisions = [self._moderate(item.image, policy, nsfw_channel) for item in items]
+        prompt = str(job.params.get("prompt") or "")
+        decisions = [self._moderate(prompt, item.image, policy, nsfw_channel) for item in items]
         pairs = list(zip(items, decisions, strict=True))
         blocked = [(item, d) for item, d in pairs if d is not None and d.blocked]
         for item, decision in blocked:
@@ -170,16 +173,13 @@ class PostProcessor:
 
     # --- moderation ---------------------------------------------------------------------------
 
-    def _moderate(self, image: Image.Image, policy: Any, nsfw_channel: bool) -> Any:
-        check = self._check_image
-        if check is None:
-            try:
-                from moderation.nsfw import check_image as check
-            except ImportError:  # pragma: no cover - moderation.nsfw ships with the package
-                log.error("moderation.nsfw is missing: generated images are not checked")
-                return None
-            self._check_image = check
-        return check(image, policy, nsfw_channel=nsfw_channel)
+    def _moderate(self, prompt: str, image: Image.Image, policy: Any, nsfw_channel: bool) -> Any:
+        """One NudeNet scan feeds both the nudity rule and the deepfake output rule (a named
+        real person, a realistic face, no clear style). Nothing here fails open: a detector
+        that cannot run raises, and the worker ends the job as failed, never delivers it."""
+        if self._check_image is not None:
+            return self._check_image(image, policy, nsfw_channel=nsfw_channel)
+        return check_output(prompt, image, policy, nsfw_channel=nsfw_channel)
 
     def _policy(self, job: Job) -> Any:
         from moderation.policy import Policy, load_policy
