@@ -20,7 +20,7 @@ from bot.client import interaction_delivery
 from bot.delivery import Delivery
 from bot.guild_settings import GuildSettingsStore
 from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
-from bot.progress import ProgressEditor, preview_png, progress_text, queue_text
+from bot.progress import ProgressEditor, progress_text, queue_text
 from bot.user_settings import UserSettingsStore
 from generation.errors import UserInputError
 from generation.images import MAX_INPUT_BYTES, load_image
@@ -82,10 +82,13 @@ class Actions:
     async def on_progress(self, job: Job, event: Any) -> None:
         if not self.progress.would_edit(job):
             return  # skip the preview encode too
-        # The preview is made lazily from the latents: make and encode it off the loop.
-        preview = await asyncio.to_thread(
-            lambda: preview_png(event.preview) if event.preview is not None else None
-        )
+        preview = None
+        if event.preview is not None:
+            policy = await gate.policy_for(
+                self.store, self.settings, job.guild_id, job.channel_id
+            )
+            # Made lazily from the latents, checked like the final image, encoded: off the loop.
+            preview = await asyncio.to_thread(gate.checked_preview, job, event.preview, policy)
         self.progress.update(job, progress_text(event.step, event.total), preview)
 
     async def on_done(self, job: Job, images: list[ImageRecord]) -> None:

@@ -11,15 +11,17 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from bot.progress import preview_png
 from moderation import audit
 from moderation.decision import Decision, combine
+from moderation.deepfake import check_output
 from moderation.policy import Policy, load_policy
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from generation.config import Settings
-    from generation.jobs import ImageRecord
+    from generation.jobs import ImageRecord, Job
     from generation.store import Store
 
 
@@ -85,3 +87,17 @@ async def record(
 def image_blocked(record: ImageRecord) -> bool:
     mod = record.moderation or {}
     return bool(mod.get("blocked")) or mod.get("action") == "block"
+
+
+def checked_preview(job: Job, image: Image.Image, policy: Policy) -> bytes | None:
+    """The progress preview as JPEG bytes, or None when the final image's own output check
+    (nudity and the deepfake rule, one NudeNet scan, ~15-60 ms) would not deliver it as is:
+    previews are posted before post-processing runs, so they get the same check first.
+    Blocking; call it off the event loop."""
+    decision = check_output(
+        str(job.params.get("prompt") or ""),
+        image,
+        policy,
+        nsfw_channel=bool(job.delivery.get("nsfw_channel")),
+    )
+    return preview_png(image) if decision.allowed else None

@@ -137,11 +137,13 @@ class ProgressEditor:
         webhook = discord.Webhook.partial(
             int(delivery["application_id"]), delivery["token"], client=self.client
         )
-        kwargs: dict[str, Any] = {"content": content}
-        if preview is not None:
-            kwargs["attachments"] = [
-                discord.File(io.BytesIO(preview), filename=f"{job.id}_preview.jpg")
-            ]
+        # A text-only edit (a step whose preview was withheld, cancelled, stopped) clears the
+        # previous preview: nothing unchecked or stale stays on the message.
+        files = [discord.File(io.BytesIO(preview), filename=f"{job.id}_preview.jpg")]
+        kwargs: dict[str, Any] = {
+            "content": content,
+            "attachments": files if preview is not None else [],
+        }
         try:
             await webhook.edit_message(delivery.get("message_id") or "@original", **kwargs)  # type: ignore[arg-type]
             self.edits += 1

@@ -156,7 +156,7 @@ def _steps_held_until_shown(engine: Any, emu: Any, monkeypatch: pytest.MonkeyPat
 
     def shown() -> bool:
         return any(
-            r.method == "PATCH" and "step" in str((r.json or {}).get("content", ""))
+            r.method == "PATCH" and "Generating" in str((r.json or {}).get("content", ""))
             for r in list(emu.requests)
         )
 
@@ -188,7 +188,7 @@ async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     edits = [r for r in emu.interaction_responses(iid) if r.method == "PATCH"]
     texts = [str((r.json or {}).get("content", "")) for r in edits]
     assert any("position" in t or "Queued" in t for t in texts), texts
-    assert any("step" in t for t in texts), texts
+    assert any(t.startswith("Generating\u2026 step") for t in texts), texts
     # Throttled: at most one edit per interval (arrival times carry HTTP latency, hence +2).
     progress_at = [r.at for r in edits if not (r.json or {}).get("components")]
     interval = harness.settings.discord.progress_interval_s

@@ -40,8 +40,16 @@ async def _process(store: Store, tmp_path: Path, job_id: str, prompt: str, pictu
     settings = Settings(data_dir=tmp_path, provenance={"c2pa": False})
     result = _result(prompt, picture)
     job = await store.add_job(
-        Job(id=job_id, user_id=3, kind=JobKind.IMAGINE, params=result.request.to_params(),
-            est_cost=1.0, guild_id=5, channel_id=6, delivery={})
+        Job(
+            id=job_id,
+            user_id=3,
+            kind=JobKind.IMAGINE,
+            params=result.request.to_params(),
+            est_cost=1.0,
+            guild_id=5,
+            channel_id=6,
+            delivery={},
+        )
     )
     post = PostProcessor(settings, store=store, loop=asyncio.get_running_loop())
     return job, await asyncio.to_thread(post, job, result)
