@@ -584,7 +584,7 @@ def run_checks(settings: Settings, *, online: bool = True, quick: bool = False) 
         check_metrics(settings),
     ]
     if not quick:
-        checks += [check_watermark(), check_nudenet()]
+        checks += [check_watermark(), check_nudenet(settings.moderation.nsfw_model)]
     return checks
 
 

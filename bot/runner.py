@@ -16,6 +16,7 @@ import signal
 
 from generation.config import Settings, load_settings
 from generation.errors import UserInputError
+from moderation.readiness import require_all
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def make_postprocess(settings: Settings, store: object):
-    """Moderation, watermark and provenance after generation (``moderation/postprocess.py``)."""
-    try:
-        from moderation.postprocess import make_postprocess as factory
-    except ImportError:  # pragma: no cover - only while moderation/postprocess.py is missing
-        log.warning("moderation.postprocess is not available; images are saved without checks")
-        return None
+    """Moderation, watermark and provenance after generation (``moderation/postprocess.py``).
+    No fallback: a bot that cannot moderate does not start (``moderation/readiness.py``)."""
+    from moderation.postprocess import make_postprocess as factory
+
     return factory(settings, store)
 
 
@@ -61,6 +60,8 @@ async def run(settings: Settings, *, sync_commands: bool = True) -> None:
     preflight(settings)
     if not token:
         raise UserInputError("no Discord bot token: set DISCORD_TOKEN or discord.token_file")
+    # Fail closed: NudeNet, the watermark and the gate must work before anything is accepted.
+    await asyncio.to_thread(require_all, settings)
     store = await Store.open(settings.db_path)
     metrics = None
     bot = None

@@ -72,6 +72,8 @@ class ModerationSettings(BaseModel):
     nsfw_threshold: float = 0.45
     face_threshold: float = 0.5
     extra_public_figures: list[str] = Field(default_factory=list)
+    # NudeNet ONNX model file; None = the 320n.onnx that NudeNet's wheel ships.
+    nsfw_model: Path | None = None
 
 
 class ProvenanceSettings(BaseModel):

@@ -56,6 +56,7 @@ class NsfwDetector:
 
     _instance: NsfwDetector | None = None
     _lock = threading.Lock()
+    model_path: Path | None = None  # None: the 320n.onnx that NudeNet's wheel ships
 
     def __init__(self) -> None:
         import nudenet  # onnxruntime loads here, not at import
@@ -63,9 +64,23 @@ class NsfwDetector:
         from moderation.onnx_runtime import session
 
         self._detector = nudenet.NudeDetector()
-        # Same model, but a session that shares the CPU with the worker (see onnx_runtime).
-        self._detector.onnx_session = session(Path(nudenet.__file__).parent / "320n.onnx")
+        # A session that shares the CPU with the worker (see onnx_runtime), on the configured
+        # file (``moderation.nsfw_model``) or the wheel's own.
+        self._detector.onnx_session = session(self.default_path())
         self._labels = _nudenet_labels()
+
+    @classmethod
+    def default_path(cls) -> Path:
+        import nudenet
+
+        return cls.model_path or Path(nudenet.__file__).parent / "320n.onnx"
+
+    @classmethod
+    def configure(cls, model_path: Path | None) -> None:
+        """Use ``model_path`` from now on (the next ``get()`` loads it)."""
+        with cls._lock:
+            cls.model_path = Path(model_path) if model_path else None
+            cls._instance = None
 
     @classmethod
     def get(cls) -> NsfwDetector:

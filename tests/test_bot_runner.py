@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,3 +108,28 @@ async def _serve_and_stop(emu, tmp_path: Path) -> None:
     assert "stopping" in log
     assert emu.token not in log, "the bot token must never reach the log"
     assert emu.interaction(iid).token not in log, "nor an interaction token"
+
+
+def test_run_refuses_to_start_with_a_broken_nsfw_model(tmp_path: Path) -> None:
+    """Fail closed: no silent fallback to unmoderated images. One line names the broken file."""
+    broken = tmp_path / "320n.onnx"
+    broken.write_bytes(b"this is not an ONNX model")
+    env = {
+        **os.environ,
+        "DISCORD_TOKEN": BOT_TOKEN,
+        "IMAGINE_DATA_DIR": str(tmp_path / "data"),
+        "IMAGINE_MODEL__NAME": "tiny",
+        "IMAGINE_MODEL__DEVICE": "cpu",
+        "IMAGINE_MODERATION__NSFW_MODEL": str(broken),
+        "IMAGINE_DISCORD__API_BASE": "http://127.0.0.1:9",  # never reached
+    }
+    env.pop("IMAGINE_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "run"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("imagine-bot:")]
+    assert len(lines) == 1, done.stderr
+    assert "cannot start" in lines[0] and str(broken) in lines[0] and "NSFW model" in lines[0]
+    assert "Traceback" not in done.stderr + done.stdout
