@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import gate
+from bot.access import is_moderator, is_nsfw, require_access
 from bot.client import interaction_delivery
 from bot.delivery import Delivery
 from bot.guild_settings import GuildSettingsStore
@@ -223,16 +224,17 @@ class Actions:
         init_image: Any = None,
         *,
         negative: str | None = None,
+        parent: Job | None = None,
     ) -> dict[str, Any]:
         """Refuse (and log for moderators) what the channel's policy does not allow.
 
         Returns what delivery must know: the channel's age restriction and whether the result
-        goes behind a spoiler.
+        goes behind a spoiler. A button pressed in a DM is judged by its job's server policy.
         """
-        guild_id, channel_id = interaction.guild_id, interaction.channel_id
+        guild_id, channel_id = _where(interaction, parent)
         if await self._banned(guild_id, interaction.user.id):
             raise UserInputError("you are banned from using this bot on this server")
-        nsfw = _is_nsfw(interaction.channel)
+        nsfw = is_nsfw(interaction.channel)
         decision = await gate.check(
             self.store,
             self.settings,
@@ -303,7 +305,8 @@ class Actions:
         worker = self.services.worker
         if worker is None:
             raise UserInputError("the image worker is not running; ask an admin to check the bot")
-        guild = await self.guild_settings.get(interaction.guild_id)
+        guild_id, _ = _where(interaction, parent)
+        guild = await self.guild_settings.get(guild_id)
         cap = guild.cap_for(interaction.user.id)
         if cap is not None and await self.store.count_active(interaction.user.id) >= cap:
             raise UserInputError(
@@ -318,7 +321,7 @@ class Actions:
         return await worker.submit(
             request,
             user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
+            guild_id=guild_id,  # a job made from a DM button still belongs to its server
             channel_id=interaction.channel_id,
             parent_job_id=parent.id if parent else None,
             parent_image_index=parent_image_index,
@@ -353,7 +356,9 @@ class Actions:
             parent = await self._usable_parent(interaction, parent, job_id)
             request, extra = await self._derived_request(parent, kind, index, strong, prompt)
             extra.update(
-                await self._gate(interaction, request.prompt, negative=request.negative_prompt)
+                await self._gate(
+                    interaction, request.prompt, negative=request.negative_prompt, parent=parent
+                )
             )
             await self._submit(
                 interaction,
@@ -372,11 +377,13 @@ class Actions:
             raise UserInputError(f"job {job_id} was deleted, so its buttons no longer work")
         if parent.status != JobStatus.DONE:
             raise UserInputError(f"job {job_id} has no images ({parent.status.value})")
-        if await self._banned(interaction.guild_id, interaction.user.id):
+        require_access(parent, interaction)
+        # The rules of the job's own server, also for a button pressed in a DM.
+        if await self._banned(parent.guild_id, interaction.user.id):
             raise UserInputError("you are banned from using this bot on this server")
         if interaction.user.id != parent.user_id:
             policy = await gate.policy_for(
-                self.store, self.settings, interaction.guild_id, interaction.channel_id
+                self.store, self.settings, parent.guild_id, parent.channel_id
             )
             if not policy.others_can_press_buttons:
                 raise UserInputError(
@@ -444,6 +451,11 @@ class Actions:
                 ephemeral=True,
             )
             return
+        try:
+            require_access(parent, interaction)  # the modal shows the job's prompt
+        except UserInputError as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
+            return
         prompt = parent.delivery.get("prompt") or parent.params.get("prompt", "")
         # The parent's parameters, minus its seed: a remix should give new images.
         summary = re.sub(r"--seed \d+\s*", "", parent.delivery.get("summary", "")).strip()
@@ -486,12 +498,15 @@ class Actions:
         if job is None:
             await interaction.response.send_message(f"there is no job {job_id}", ephemeral=True)
             return
-        perms = getattr(interaction, "permissions", None)
-        moderator = bool(perms and (perms.manage_messages or perms.manage_guild))
-        if interaction.user.id != job.user_id and not moderator:
-            await interaction.response.send_message(
-                "only the person who made this image or a moderator can delete it", ephemeral=True
-            )
+        try:
+            require_access(job, interaction)
+            if interaction.user.id != job.user_id and not is_moderator(interaction):
+                raise UserInputError(
+                    "only the person who made this image or a moderator of its server can "
+                    "delete it"
+                )
+        except UserInputError as exc:
+            await interaction.response.send_message(str(exc), ephemeral=True)
             return
         await interaction.response.defer()
         await self.store.update_delivery(
@@ -521,7 +536,11 @@ class Actions:
             request, extra = await self._derived_request(
                 parent, kind, 0 if kind != "reroll" else None, False, None
             )
-            extra.update(await self._gate(actor, request.prompt))  # type: ignore[arg-type]
+            extra.update(
+                await self._gate(  # type: ignore[arg-type]
+                    actor, request.prompt, negative=request.negative_prompt, parent=parent
+                )
+            )
             placeholder = await channel.send(
                 f"<@{payload.user_id}> {kind} of job `{job_id}` is queued\u2026",
                 allowed_mentions=discord.AllowedMentions.none(),
@@ -616,7 +635,7 @@ class Actions:
 
     async def provenance(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
         """ "Who made this?": watermark, file hash or metadata, looked up in this store."""
-        from moderation.provenance import format_lookup, lookup
+        from moderation.provenance import lookup
 
         await defer_thinking(interaction, ephemeral=True)
         try:
@@ -633,29 +652,45 @@ class Actions:
         except UserInputError as exc:
             await self.refuse(interaction, str(exc))
             return
-        perms = interaction.permissions
-        if result.job is None:
-            text = "No image made by this bot matches (no watermark, hash or metadata match).\n"
-            text += format_lookup(result)
-        elif (
-            perms.manage_guild
-            or perms.manage_messages
-            or result.job["user_id"] == interaction.user.id
-        ):
-            text = format_lookup(result)
-        else:
-            job = result.job
-            stored = await self.store.get_job(job["id"])
-            private = bool(stored and stored.delivery.get("private"))
-            text = (
-                f"Made with this bot by <@{job['user_id']}> (job `{job['id']}`, {job['kind']}, "
-                f"{job.get('created_at_utc', '?')}), matched by {result.matched_by}."
-            )
-            if not private:
-                text += f"\nprompt: {(job.get('params') or {}).get('prompt', '?')}"
+        text = await self._provenance_text(interaction, result)
         await interaction.edit_original_response(
             content=text[:2000], allowed_mentions=discord.AllowedMentions.none()
         )
+
+    async def _provenance_text(self, interaction: discord.Interaction, result: Any) -> str:
+        """As much as the caller may know: the full report to the job's author and to moderators
+        of the job's own server (a private job's prompt to its author only); a member of the
+        same server gets who made it; anyone else only that this bot made it, elsewhere."""
+        from moderation.provenance import format_lookup
+
+        job = result.job
+        if job is None:
+            return (
+                "No image made by this bot matches (no watermark, hash or metadata match).\n"
+                + format_lookup(result)
+            )
+        if result.matched_by == "metadata":
+            # Anyone can write a PNG text chunk: it proves nothing, so it names nobody.
+            return (
+                "This file's metadata claims it was made with this bot, but neither its hash "
+                "nor a watermark confirms it; metadata can be forged, so nobody is named."
+            )
+        stored = await self.store.get_job(job["id"])
+        private = bool(stored and stored.delivery.get("private"))
+        author = job["user_id"] == interaction.user.id
+        same_server = interaction.guild_id is not None and job.get("guild_id") == interaction.guild_id
+        when = job.get("created_at_utc", "?")
+        if author or (same_server and is_moderator(interaction) and not private):
+            return format_lookup(result)
+        if same_server:
+            text = (
+                f"Made with this bot by <@{job['user_id']}> (job `{job['id']}`, {job['kind']}, "
+                f"{when}), matched by {result.matched_by}."
+            )
+            if not private:
+                text += f"\nprompt: {(job.get('params') or {}).get('prompt', '?')}"
+            return text
+        return f"Made with this bot, in another server, on {when} (matched by {result.matched_by})."
 
     async def stats_text(self, guild_id: int | None) -> str:
         from bot import info
@@ -676,12 +711,12 @@ class _ReactionActor:
         self.filesize_limit = None
 
 
-def _is_nsfw(channel: Any) -> bool:
-    is_nsfw = getattr(channel, "is_nsfw", None)
-    try:
-        return bool(is_nsfw()) if callable(is_nsfw) else False
-    except Exception:  # noqa: BLE001 - partial channels may not know
-        return False
+def _where(interaction: Any, parent: Job | None) -> tuple[int | None, int | None]:
+    """The server and channel whose rules apply: where the user is, or for a button pressed in
+    a DM, where its job was made."""
+    if interaction.guild_id is None and parent is not None:
+        return parent.guild_id, parent.channel_id
+    return interaction.guild_id, interaction.channel_id
 
 
 def _remix_changes(params: PromptParams) -> dict[str, Any]:

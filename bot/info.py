@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.access import require_access
 from bot.delivery import DEFAULT_UPLOAD_LIMIT, choose_files, is_blocked, result_content
 from bot.progress import _duration
 from bot.views import result_view
@@ -55,8 +56,7 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
             raise UserInputError(f"there is no job {job_id} (it may have been deleted)")
         if job.status != JobStatus.DONE:
             raise UserInputError(f"job {job.id} has no images ({job.status.value})")
-        if private and job.user_id != interaction.user.id:
-            raise UserInputError(f"job {job.id} was private to the person who made it")
+        require_access(job, interaction)  # its own server only; age-restricted stays so
         images = await actions.store.images_for_job(job.id)
         parent = await actions.store.get_job(job.parent_job_id) if job.parent_job_id else None
         limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT

@@ -43,7 +43,8 @@ class Policy(BaseModel):
         "block", description="sexual content in age-restricted channels: block, spoiler or allow"
     )
     spoiler_instead_of_block: bool = Field(
-        False, description="outside age-restricted channels, spoiler detected nudity instead of blocking"
+        False,
+        description="outside age-restricted channels, spoiler detected nudity instead of blocking",
     )
     nsfw_threshold: float = Field(
         0.45, ge=0.05, le=0.95, description="NudeNet score from which exposed nudity counts"
@@ -90,7 +91,9 @@ class Policy(BaseModel):
                 raise ValueError(f"at most {MAX_TERMS} entries, got {len(value)}")
             for v in value:
                 if len(v) > MAX_TERM_CHARS:
-                    raise ValueError(f"entry {v[:20]!r}... is longer than {MAX_TERM_CHARS} characters")
+                    raise ValueError(
+                        f"entry {v[:20]!r}... is longer than {MAX_TERM_CHARS} characters"
+                    )
         return value
 
     @field_validator("banned_regexes", mode="before")
@@ -170,8 +173,16 @@ async def _read_row(store: Any, guild_id: int, channel_id: int) -> dict[str, Any
 
 
 def _merge(base: Policy, overrides: dict[str, Any], where: str) -> Policy:
+    """Field by field; a server's extra real people add to the instance's, never replace them."""
+    merged = {**base.model_dump(), **overrides}
+    if overrides.get("public_figures"):
+        names = [
+            *base.public_figures,
+            *Policy(public_figures=overrides["public_figures"]).public_figures,
+        ]
+        merged["public_figures"] = tuple(dict.fromkeys(names))
     try:
-        return Policy.model_validate({**base.model_dump(), **overrides})
+        return Policy.model_validate(merged)
     except ValidationError as exc:
         log.warning("stored policy for %s is invalid (%s); using the safer base", where, exc)
         return base
@@ -225,12 +236,20 @@ async def save_policy(
 
 
 async def update_policy(
-    store: Any, guild_id: int, channel_id: int | None, by_user: int | None, **changes: Any
+    store: Any,
+    guild_id: int,
+    channel_id: int | None,
+    by_user: int | None,
+    *,
+    base: Policy | None = None,
+    **changes: Any,
 ) -> Policy:
     """Change some fields (what ``/policy set`` calls) and return the new effective policy.
 
-    Unknown fields and bad values raise ``UserInputError`` naming the field and what is allowed;
-    nothing is written then.
+    ``base`` is the instance's defaults (``Policy.default(settings)``). A row stores only the
+    fields moderators changed, so instance settings (thresholds, extra real people) keep
+    applying to every field a server did not set. Unknown fields and bad values raise
+    ``UserInputError`` naming the field and what is allowed; nothing is written then.
     """
     if not changes:
         raise UserInputError(f"nothing to change; known settings: {', '.join(FIELDS)}")
@@ -240,16 +259,12 @@ async def update_policy(
             f"unknown policy setting {', '.join(unknown)}; known settings: {', '.join(FIELDS)}"
         )
     row = GUILD_ROW if channel_id is None else channel_id
-    current = await load_policy(store, guild_id, channel_id)
-    new = make_policy(current, **changes)  # validates
+    current = await load_policy(store, guild_id, channel_id, base=base)
+    fresh = _jsonable(make_policy(current, **changes))  # validates; nothing written on error
     stored = await _read_row(store, guild_id, row)
-    if row == GUILD_ROW:
-        stored = _jsonable(new)
-    else:
-        fresh = _jsonable(new)
-        stored.update({k: fresh[k] for k in changes})
+    stored.update({k: fresh[k] for k in changes})
     await _write_row(store, guild_id, row, stored, by_user)
-    return new
+    return _merge(current, {k: fresh[k] for k in changes}, f"guild {guild_id}")
 
 
 async def clear_channel_policy(store: Any, guild_id: int, channel_id: int) -> None:

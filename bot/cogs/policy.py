@@ -14,9 +14,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import is_moderator
 from generation.errors import UserInputError
 from moderation import audit
-from moderation.policy import FIELDS, channel_overrides, update_policy
+from moderation.policy import FIELDS, Policy, channel_overrides, update_policy
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -24,11 +25,6 @@ if TYPE_CHECKING:
 # Fields that take one value; the list fields have their own add/remove commands.
 LIST_FIELDS = ("banned_terms", "banned_regexes", "allowlist", "public_figures")
 SCALAR_FIELDS = [f for f in FIELDS if f not in LIST_FIELDS]
-
-
-def _is_moderator(interaction: discord.Interaction) -> bool:
-    perms = interaction.permissions
-    return bool(interaction.guild_id and (perms.manage_guild or perms.administrator))
 
 
 class PolicyGroup(
@@ -43,7 +39,7 @@ class PolicyGroup(
         self.bot = bot
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if _is_moderator(interaction):
+        if is_moderator(interaction):
             return True
         await interaction.response.send_message(
             "only moderators (Manage Server permission) can change this server's policy",
@@ -67,7 +63,12 @@ class PolicyGroup(
     ) -> None:
         try:
             policy = await update_policy(
-                self.store, interaction.guild_id, channel_id, interaction.user.id, **changes
+                self.store,
+                interaction.guild_id,
+                channel_id,
+                interaction.user.id,
+                base=Policy.default(self.bot.services.settings),
+                **changes,
             )
         except UserInputError as exc:
             await self._answer(interaction, str(exc))
