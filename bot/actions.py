@@ -437,7 +437,7 @@ class Actions:
         record = await self.store.get_image(parent.id, index)
         if record is None:
             raise UserInputError(f"job {parent.id} has no image {index + 1}")
-        if gate.image_blocked(record):
+        if record.blocked:
             raise UserInputError(f"image {index + 1} of job {parent.id} was withheld by moderation")
         return await asyncio.to_thread(load_image, record.path, what=f"image {index + 1}")
 

@@ -98,17 +98,12 @@ def is_spoiler(image: ImageRecord) -> bool:
     return bool(mod.get("spoiler")) or mod.get("action") == "spoiler"
 
 
-def is_blocked(image: ImageRecord) -> bool:
-    mod = image.moderation or {}
-    return bool(mod.get("blocked")) or mod.get("action") == "block"
-
-
 def choose_files(job: Job, images: list[ImageRecord], limit: int) -> list[EncodedFile]:
     """The grid when there is one and every image may be shown, else the allowed singles.
 
     Blocked images never leave the bot; one spoilered image spoilers the grid.
     """
-    allowed = [img for img in images if not is_blocked(img)]
+    allowed = [img for img in images if not img.blocked]
     spoiler = bool(job.delivery.get("spoiler")) or any(is_spoiler(img) for img in allowed)
     prefix = "SPOILER_" if spoiler else ""
     limit = min(limit, REQUEST_LIMIT)
@@ -152,8 +147,8 @@ def result_content(job: Job, parent: Job | None, images: list[ImageRecord]) -> s
     """The text of a result message: prompt, parameters, seeds, who asked and what it builds on."""
     prompt = job.delivery.get("prompt") or job.params.get("prompt", "")
     summary = job.delivery.get("summary", "")
-    seeds = ", ".join(str(img.seed) for img in images if not is_blocked(img))
-    blocked = sum(1 for img in images if is_blocked(img))
+    seeds = ", ".join(str(img.seed) for img in images if not img.blocked)
+    blocked = sum(1 for img in images if img.blocked)
     tail = f"\n{derived_line(job, parent)} \u00b7 job `{job.id}`"
     if seeds:
         tail += f" \u00b7 seed{'s' if ',' in seeds else ''} {seeds}"
@@ -231,7 +226,7 @@ class Delivery:
         parent = await self.store.get_job(job.parent_job_id) if job.parent_job_id else None
         limit = int(job.delivery.get("filesize_limit") or DEFAULT_UPLOAD_LIMIT)
         files = await asyncio.to_thread(choose_files, job, images, limit)
-        shown = [img for img in images if not is_blocked(img)]
+        shown = [img for img in images if not img.blocked]
         content = result_content(job, parent, images)
         view = (
             self._view_factory(job.id, len(shown), kind=str(job.kind.value))

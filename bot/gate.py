@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from generation.config import Settings
-    from generation.jobs import ImageRecord, Job
+    from generation.jobs import Job
     from generation.store import Store
 
 
@@ -82,11 +82,6 @@ async def record(
         stage=stage,
         decision=decision,
     )
-
-
-def image_blocked(record: ImageRecord) -> bool:
-    mod = record.moderation or {}
-    return bool(mod.get("blocked")) or mod.get("action") == "block"
 
 
 def checked_preview(job: Job, image: Image.Image, policy: Policy) -> bytes | None:

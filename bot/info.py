@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.access import require_access
-from bot.delivery import DEFAULT_UPLOAD_LIMIT, choose_files, is_blocked, result_content
+from bot.delivery import DEFAULT_UPLOAD_LIMIT, choose_files, result_content
 from bot.progress import _duration
 from bot.views import result_view
 from generation.errors import UserInputError
@@ -61,7 +61,7 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
         parent = await actions.store.get_job(job.parent_job_id) if job.parent_job_id else None
         limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
         files = await asyncio.to_thread(choose_files, job, images, limit)
-        shown = [img for img in images if not is_blocked(img)]
+        shown = [img for img in images if not img.blocked]
         kwargs: dict[str, Any] = {
             "content": result_content(job, parent, images),
             "attachments": [f.to_file() for f in files],

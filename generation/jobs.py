@@ -149,6 +149,12 @@ class ImageRecord:
     watermark_payload: str | None
     moderation: dict[str, Any]
 
+    @property
+    def blocked(self) -> bool:
+        """Withheld by moderation: never sent, and its buttons refuse to use it."""
+        mod = self.moderation or {}
+        return bool(mod.get("blocked")) or mod.get("action") == "block"
+
     @classmethod
     def from_row(cls, row: Any) -> ImageRecord:
         return cls(
