@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -39,15 +40,15 @@ def variation_id(job_id: str, index: int, strong: bool) -> str:
 
 
 def reroll_id(job_id: str) -> str:
-    return f"ib:r:{job_id}"
+    return f"ib:r:{job_id}"  # JobButton("r", ...)
 
 
 def remix_id(job_id: str) -> str:
-    return f"ib:m:{job_id}"
+    return f"ib:m:{job_id}"  # JobButton("m", ...)
 
 
 def delete_id(job_id: str) -> str:
-    return f"ib:d:{job_id}"
+    return f"ib:d:{job_id}"  # JobButton("d", ...)
 
 
 def _actions(interaction: discord.Interaction[Any]) -> Any:
@@ -127,74 +128,55 @@ class VariationButton(
         )
 
 
-class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:r:{_JOB}$"):
-    def __init__(self, job_id: str, *, row: int | None = None) -> None:
+@dataclass(frozen=True)
+class _JobAction:
+    label: str | None
+    emoji: str
+    style: discord.ButtonStyle
+    action: tuple[str, ...]  # the ``Actions`` method, then its arguments after the job id
+
+
+# Buttons about a whole job: alike but for their letter, look and action.
+JOB_ACTIONS: dict[str, _JobAction] = {
+    "r": _JobAction(
+        None,
+        "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}",
+        discord.ButtonStyle.secondary,
+        ("derive", "reroll"),
+    ),
+    "m": _JobAction("Remix", "\N{ARTIST PALETTE}", discord.ButtonStyle.secondary, ("open_remix",)),
+    "d": _JobAction(None, "\N{WASTEBASKET}", discord.ButtonStyle.danger, ("delete",)),
+}
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:(?P<act>[rmd]):{_JOB}$"):
+    """Reroll (``ib:r``), remix (``ib:m``) or delete (``ib:d``) a job."""
+
+    def __init__(self, act: str, job_id: str, *, row: int | None = None) -> None:
+        spec = JOB_ACTIONS[act]
         super().__init__(
             discord.ui.Button(
-                emoji="\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=reroll_id(job_id),
+                label=spec.label,
+                emoji=spec.emoji,
+                style=spec.style,
+                custom_id=f"ib:{act}:{job_id}",
                 row=row,
             )
         )
-        self.job_id = job_id
+        self.act, self.job_id = act, job_id
 
     @classmethod
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
-    ) -> RerollButton:
-        return cls(match["job"])
+    ) -> JobButton:
+        return cls(match["act"], match["job"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _run(interaction, "derive", self.job_id, "reroll")
+        method, *args = JOB_ACTIONS[self.act].action
+        await _run(interaction, method, self.job_id, *args)
 
 
-class RemixButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:m:{_JOB}$"):
-    def __init__(self, job_id: str, *, row: int | None = None) -> None:
-        super().__init__(
-            discord.ui.Button(
-                label="Remix",
-                emoji="\N{ARTIST PALETTE}",
-                style=discord.ButtonStyle.secondary,
-                custom_id=remix_id(job_id),
-                row=row,
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
-    ) -> RemixButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _run(interaction, "open_remix", self.job_id)
-
-
-class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:d:{_JOB}$"):
-    def __init__(self, job_id: str, *, row: int | None = None) -> None:
-        super().__init__(
-            discord.ui.Button(
-                emoji="\N{WASTEBASKET}",
-                style=discord.ButtonStyle.danger,
-                custom_id=delete_id(job_id),
-                row=row,
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
-    ) -> DeleteButton:
-        return cls(match["job"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        await _run(interaction, "delete", self.job_id)
-
-
-DYNAMIC_ITEMS = (UpscaleButton, VariationButton, RerollButton, RemixButton, DeleteButton)
+DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton)
 
 
 def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui.View:
@@ -213,20 +195,20 @@ def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui
         view.add_item(VariationButton(job_id, 0, True, row=0, single=True))
         if kind != "upscale":
             view.add_item(UpscaleButton(job_id, 0, row=0))
-        view.add_item(RemixButton(job_id, row=1))
+        view.add_item(JobButton("m", job_id, row=1))
         if kind != "upscale":
-            view.add_item(RerollButton(job_id, row=1))
-        view.add_item(DeleteButton(job_id, row=1))
+            view.add_item(JobButton("r", job_id, row=1))
+        view.add_item(JobButton("d", job_id, row=1))
         return view
     for i in range(count):
         view.add_item(UpscaleButton(job_id, i, row=0))
-    view.add_item(RerollButton(job_id, row=0))
+    view.add_item(JobButton("r", job_id, row=0))
     for i in range(count):
         view.add_item(VariationButton(job_id, i, False, row=1))
-    view.add_item(RemixButton(job_id, row=1))
+    view.add_item(JobButton("m", job_id, row=1))
     for i in range(count):
         view.add_item(VariationButton(job_id, i, True, row=2))
-    view.add_item(DeleteButton(job_id, row=2))
+    view.add_item(JobButton("d", job_id, row=2))
     return view
 
 

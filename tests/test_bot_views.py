@@ -48,9 +48,9 @@ def test_upscaled_image_can_be_varied_but_not_upscaled_again() -> None:
         (views.UpscaleButton, "ib:u:k3x9q2m7ab:1", {"job_id": "k3x9q2m7ab", "index": 1}),
         (views.VariationButton, "ib:v:k3x9q2m7ab:0:S", {"index": 0, "strong": True}),
         (views.VariationButton, "ib:v:k3x9q2m7ab:3:s", {"index": 3, "strong": False}),
-        (views.RerollButton, "ib:r:k3x9q2m7ab", {"job_id": "k3x9q2m7ab"}),
-        (views.RemixButton, "ib:m:k3x9q2m7ab", {"job_id": "k3x9q2m7ab"}),
-        (views.DeleteButton, "ib:d:k3x9q2m7ab", {"job_id": "k3x9q2m7ab"}),
+        (views.JobButton, "ib:r:k3x9q2m7ab", {"job_id": "k3x9q2m7ab"}),
+        (views.JobButton, "ib:m:k3x9q2m7ab", {"job_id": "k3x9q2m7ab"}),
+        (views.JobButton, "ib:d:k3x9q2m7ab", {"job_id": "k3x9q2m7ab"}),
     ],
 )
 async def test_buttons_rebuild_from_custom_id_alone(cls, custom_id: str, state: dict) -> None:
