@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import io
 import json
@@ -493,7 +494,11 @@ class Worker:
             loop.call_soon_threadsafe(self._started, works)
             self._gpu_started = time.monotonic()
             self._gpu_batch_cost = sum(w.entry.cost for w in works)
-            with metrics.gpu_busy(), job_context(",".join(w.job.id for w in works)):
+            with (
+                metrics.gpu_busy(),
+                metrics.gpu_energy.batch(functools.partial(_images_made, works)),
+                job_context(",".join(w.job.id for w in works)),
+            ):
                 seconds = self._generate_blocking(works) if works else 0.0
             self._gpu_batch_cost = 0.0
             for work in works:
@@ -774,6 +779,10 @@ class Worker:
                 await getattr(self.listener, method)(*args)
         except Exception:  # noqa: BLE001 - a Discord hiccup must not stop the queue
             log.exception("listener %s failed", method)
+
+
+def _images_made(works: list[_Work]) -> int:
+    return sum(len(w.result.images) for w in works if w.result is not None)
 
 
 def _detached(exc: BaseException) -> BaseException:

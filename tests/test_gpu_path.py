@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -380,3 +381,119 @@ def test_sdxl_single_file_loads_as_sdxl(
     for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
         mine, loaded = getattr(pipe, part).state_dict(), getattr(model.txt2img, part).state_dict()
         assert all(torch.equal(mine[k], loaded[k]) for k in mine if k in loaded), part
+
+
+# --- torch.compile: doctor refuses where Triton cannot build ---------------------------------
+
+
+def test_doctor_refuses_compile_without_a_c_compiler(monkeypatch: pytest.MonkeyPatch):
+    from bot import doctor
+
+    settings = Settings(model={"name": "tiny", "compile": True})
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(doctor.shutil, "which", lambda _name: None)  # a slim image: no cc
+    check = doctor.check_compile(settings)
+    assert check is not None and check.status == "fail"
+    assert "C compiler" in check.message and "model.compile=false" in check.fix
+    assert doctor.check_compile(Settings(model={"name": "tiny"})) is None  # compile off: no check
+
+
+def test_doctor_accepts_compile_where_the_tools_are(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    import sysconfig
+
+    from bot import doctor
+
+    (tmp_path / "Python.h").write_text("/* headers */")
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
+    monkeypatch.setenv("CC", "gcc")
+    check = doctor.check_compile(Settings(model={"name": "tiny", "compile": True}))
+    assert check is not None and check.status == "ok"
+
+
+# --- energy: NVML, per batch, the card CUDA uses -----------------------------------------------
+
+
+class FakeNvml:
+    """Stands in for pynvml (no NVIDIA driver here): cards with UUIDs, bus ids and counters."""
+
+    def __init__(self, cards: list[tuple[str, str]]) -> None:
+        self.cards = cards  # (uuid, bus id) in NVML's order
+        self.counter_mj = [0] * len(cards)
+
+    def nvmlInit(self) -> None:  # noqa: N802 - NVML's names
+        pass
+
+    def nvmlDeviceGetCount(self) -> int:  # noqa: N802
+        return len(self.cards)
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:  # noqa: N802
+        return i
+
+    def nvmlDeviceGetUUID(self, h: int) -> str:  # noqa: N802
+        return self.cards[h][0]
+
+    def nvmlDeviceGetPciInfo(self, h: int) -> Any:  # noqa: N802
+        from types import SimpleNamespace
+
+        return SimpleNamespace(busId=self.cards[h][1].encode())
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, h: int) -> int:  # noqa: N802
+        return self.counter_mj[h]
+
+
+@pytest.fixture
+def second_card_visible(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
+    """CUDA_VISIBLE_DEVICES=1: CUDA's device 0 is NVML's device 1 (no GPU here: torch.cuda and
+    NVML are both stood in for)."""
+    from types import SimpleNamespace
+
+    nvml = FakeNvml(
+        [
+            ("GPU-11111111-aaaa-bbbb-cccc-000000000000", "00000000:17:00.0"),
+            ("GPU-22222222-aaaa-bbbb-cccc-000000000000", "00000000:3B:00.0"),
+        ]
+    )
+    props = SimpleNamespace(
+        uuid="22222222-aaaa-bbbb-cccc-000000000000",
+        pci_domain_id=0,
+        pci_bus_id=0x3B,
+        pci_device_id=0,
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda _i: props)
+    return nvml
+
+
+def test_nvml_card_is_the_one_cuda_uses(second_card_visible: FakeNvml):
+    from generation.metrics import nvml_handle_for_cuda_device
+
+    assert nvml_handle_for_cuda_device(second_card_visible) == 1
+    second_card_visible.cards[1] = ("GPU-unknown", "00000000:3B:00.0")  # no UUID: the bus says
+    assert nvml_handle_for_cuda_device(second_card_visible) == 1
+
+
+def test_energy_per_image_counts_only_generation(second_card_visible: FakeNvml):
+    from generation.metrics import GpuEnergy
+
+    meter = GpuEnergy()
+    counter = second_card_visible.counter_mj
+    assert meter.wh_per_image() is None  # nothing made yet: "not measured"
+    for images in (4, 2):
+        counter[1] += 500_000  # idle, or another process: 500 J not ours
+        counter[0] += 900_000  # the other card: never ours
+        with meter.batch(lambda images=images: images):
+            counter[1] += 36_000 * images  # 36 J per image while generating
+    assert meter.images == 6
+    assert meter.wh_per_image() == pytest.approx(36 / 3600)
+
+
+def test_energy_is_not_measured_without_nvml(monkeypatch: pytest.MonkeyPatch):
+    from generation.metrics import GpuEnergy
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
+    meter = GpuEnergy()
+    with meter.batch(lambda: 4):
+        pass
+    assert meter.read_mj() is None and meter.wh_per_image() is None
