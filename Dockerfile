@@ -43,7 +43,8 @@ COPY moderation ./moderation
 # invisible-watermark requires opencv-python, which needs libGL and X libraries; nudenet and
 # imagine-bot use opencv-python-headless. Both install the same cv2 module, so drop the GUI
 # build and reinstall the headless one over it: the image stays headless and needs no libGL.
-RUN pip install . \
+# nvidia-ml-py (the "gpu" extra) reads the GPU's energy counter for /stats and the metrics.
+RUN pip install . "nvidia-ml-py>=12" \
     && pip uninstall -y opencv-python \
     && pip install --force-reinstall --no-deps \
         "opencv-python-headless==$(pip show opencv-python-headless | sed -n 's/^Version: //p')" \
@@ -52,7 +53,14 @@ RUN pip install . \
 # ---------------------------------------------------------------------------------------------
 # runtime: the venv, the Python interpreter it points at, and a user that is not root.
 FROM nvidia/cuda:${CUDA_VERSION}-base-${UBUNTU} AS runtime
+# model.compile=true needs a C compiler and Python's headers at run time (Triton builds its
+# launchers with them): about 200 MB more, so only with --build-arg COMPILE_TOOLS=true.
+# `imagine-bot doctor` refuses model.compile in an image built without them.
+ARG COMPILE_TOOLS=false
+# PYTORCH_CUDA_ALLOC_CONF: many batch sizes and aspect ratios fragment the CUDA allocator;
+# expandable segments let it grow blocks instead of failing with memory free but split.
 ENV DEBIAN_FRONTEND=noninteractive \
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
@@ -67,6 +75,8 @@ ENV DEBIAN_FRONTEND=noninteractive \
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 ca-certificates \
+    && if [ "$COMPILE_TOOLS" = "true" ]; then \
+        apt-get install -y --no-install-recommends gcc libc6-dev python3-dev; fi \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 imagine \
     && useradd --system --uid 10001 --gid imagine --home-dir /data --shell /usr/sbin/nologin imagine \

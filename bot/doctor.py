@@ -283,6 +283,38 @@ def _hub_unreachable(name: str, where: object, why: str, status: Status) -> Chec
     )
 
 
+def check_compile(settings: Settings) -> Check | None:
+    """``model.compile`` needs what Triton builds its launchers with: a C compiler and Python's
+    headers. Without them the first image fails deep inside torch; refuse here instead."""
+    if not settings.model.compile:
+        return None
+    import sysconfig
+
+    compiler = os.environ.get("CC") or next(
+        (c for c in ("cc", "gcc", "clang") if shutil.which(c)), None
+    )
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    missing = [
+        what
+        for what, ok in (
+            ("a C compiler", compiler),
+            (f"Python's headers ({headers})", headers.is_file()),
+        )
+        if not ok
+    ]
+    if missing:
+        return Check(
+            "compile",
+            "fail",
+            f"model.compile is on but this machine lacks {' and '.join(missing)}, which "
+            "torch.compile (Triton) needs",
+            "set model.compile=false, or install gcc and the Python headers (Debian/Ubuntu: "
+            "apt-get install gcc libc6-dev python3-dev; Docker: build with "
+            "--build-arg COMPILE_TOOLS=true)",
+        )
+    return Check("compile", "ok", f"torch.compile can build its kernels ({compiler})")
+
+
 def check_database(settings: Settings) -> Check:
     """Does the SQLite file open, is it intact, and is it at the schema this version expects?
 
@@ -582,7 +614,9 @@ def run_checks(settings: Settings, *, online: bool = True, quick: bool = False) 
         check_torch(settings),
         check_model(settings, online=online),
         check_metrics(settings),
+        check_compile(settings),
     ]
+    checks = [c for c in checks if c is not None]
     if not quick:
         checks += [check_watermark(), check_nudenet(settings.moderation.nsfw_model)]
     return checks
@@ -599,8 +633,9 @@ def preflight(settings: Settings) -> None:
         check_data_dir(settings, create=True),
         check_disk(settings),
         check_model(settings, strict=True),
+        check_compile(settings),
     ]
-    failures = [c for c in checks if c.status == "fail"]
+    failures = [c for c in checks if c is not None and c.status == "fail"]
     if failures:
         lines = [f"- {c.message}\n  fix: {c.fix}" for c in failures]
         raise UserInputError(

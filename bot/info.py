@@ -76,10 +76,13 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
 
 
 class EnergyMeter:
-    """Energy per image from the GPU's own counter (NVML), where the hardware reports it."""
+    """Energy per image from the GPU's own counter (NVML), where the hardware reports it.
+
+    ``generation.metrics.gpu_energy`` reads the counter around each GPU batch, so idle time
+    and other processes between batches are not charged to our images.
+    """
 
     def __init__(self) -> None:
-        self.start_mj = self._read_mj()
         self.start_time = time.time()
         self.start_images: int | None = None
 
@@ -96,25 +99,10 @@ class EnergyMeter:
             pass
         return "CPU (no GPU)"
 
-    @staticmethod
-    def _read_mj() -> int | None:
-        try:
-            import pynvml  # nvidia-ml-py; optional
-
-            pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(0)
-            return int(pynvml.nvmlDeviceGetTotalEnergyConsumption(handle))
-        except Exception:  # noqa: BLE001 - not installed, no NVIDIA GPU, or not supported
-            return None
-
     def wh_per_image(self, images_now: int) -> float | None:
-        now_mj = self._read_mj()
-        if now_mj is None or self.start_mj is None or self.start_images is None:
-            return None
-        made = images_now - self.start_images
-        if made <= 0:
-            return None
-        return (now_mj - self.start_mj) / 3.6e6 / made  # mJ -> Wh
+        from generation import metrics
+
+        return metrics.gpu_energy.wh_per_image()
 
 
 async def count_images(actions: Actions, guild_id: int | None = None) -> int:

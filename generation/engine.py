@@ -25,7 +25,7 @@ from PIL import Image
 
 from generation.config import Settings
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
-from generation.loading import LoadedModel, load_model, make_scheduler
+from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
 from generation.request import MAX_SEED, GenerationRequest, infotext, resolve
 
 log = logging.getLogger(__name__)
@@ -35,18 +35,42 @@ STRONG_STRENGTH = 0.65
 UPSCALE_STRENGTH = 0.3
 UPSCALE_FACTOR = 2
 TILE_OVERLAP = 32
-VAE_TILING_PIXELS = 1024 * 1024
+# Decode whole up to a little past 1024x1024 (an SDXL upscale tile is its native size plus the
+# overlap); only bigger images decode tile by tile.
+VAE_TILING_PIXELS = 1152 * 1152
 
-# Fixed latent -> RGB projection for SD-family 4-channel latents (a well-known least-squares fit):
-# previews without running the VAE.
-_LATENT_RGB = torch.tensor(
-    [
-        [0.298, 0.207, 0.208],
-        [0.187, 0.286, 0.173],
-        [-0.158, 0.189, 0.264],
-        [-0.184, -0.271, -0.473],
-    ]
-)
+# Fixed latent -> RGB projections (least-squares fits, as ComfyUI and A1111 use them), one per
+# latent space: previews without running the VAE. SDXL's VAE has its own latent space, so SD 1.x
+# factors give it the wrong colours.
+_LATENT_RGB = {
+    "sd": (
+        torch.tensor(
+            [
+                [0.298, 0.207, 0.208],
+                [0.187, 0.286, 0.173],
+                [-0.158, 0.189, 0.264],
+                [-0.184, -0.271, -0.473],
+            ]
+        ),
+        torch.zeros(3),
+    ),
+    "sdxl": (
+        torch.tensor(
+            [
+                [0.3651, 0.4232, 0.4341],
+                [-0.2533, -0.0042, 0.1068],
+                [0.1076, 0.1111, -0.0362],
+                [-0.3165, -0.2492, -0.2188],
+            ]
+        ),
+        torch.tensor([0.1084, -0.0175, -0.0011]),
+    ),
+}
+
+
+def latent_space(family: str) -> str:
+    """Which latent -> RGB projection a model family's previews use."""
+    return "sdxl" if family.startswith("sdxl") else "sd"
 
 
 @dataclass(frozen=True)
@@ -56,12 +80,15 @@ class ProgressEvent:
     latents: torch.Tensor | None = field(default=None, repr=False)  # CPU copy, for ``preview``
     request_index: int = 0  # which of the co-batched requests this event is about
     size: tuple[int, int] | None = None  # final image size the preview is scaled to
+    space: str = "sd"  # latent space, for the preview's colours (``latent_space``)
 
     @functools.cached_property
     def preview(self) -> Image.Image | None:
         """A cheap RGB preview, made only when asked for: a bot that edits its message every
         1.5 s reads a few of them, and making one per step slowed small jobs by ~7 %."""
-        return latents_preview(self.latents, self.size) if self.latents is not None else None
+        if self.latents is None:
+            return None
+        return latents_preview(self.latents, self.size, space=self.space)
 
 
 @dataclass
@@ -141,14 +168,17 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
     return grid
 
 
-def latents_preview(latents: torch.Tensor, size: tuple[int, int] | None = None) -> Image.Image:
+def latents_preview(
+    latents: torch.Tensor, size: tuple[int, int] | None = None, *, space: str = "sd"
+) -> Image.Image:
     """A cheap RGB preview of one latent (C, H, W) via a fixed linear map, no VAE.
 
     ``size`` (width, height) scales it to the final image size so it can replace the image in place.
     """
     lat = latents.detach().float().cpu()
-    if lat.shape[0] == _LATENT_RGB.shape[0]:
-        rgb = torch.einsum("chw,cr->hwr", lat, _LATENT_RGB)
+    factors, bias = _LATENT_RGB[space]
+    if lat.shape[0] == factors.shape[0]:
+        rgb = torch.einsum("chw,cr->hwr", lat, factors) + bias
     else:  # other latent spaces: show the first channels as they are
         rgb = lat.repeat(3, 1, 1)[:3].permute(1, 2, 0)
     arr = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
@@ -184,6 +214,8 @@ class Engine:
         self.txt2img = model.txt2img
         self.img2img = model.img2img
         self._scheduler_config = model.txt2img.scheduler.config
+        self.xl = is_sdxl(model.txt2img)
+        self.latent_space = latent_space(model.defaults.family)
         # validate() runs on the event loop's threads while the GPU thread tokenizes inside the
         # pipeline; a Rust fast tokenizer must not be used from two threads at once
         # ("Already borrowed"), so counting tokens uses a private copy.
@@ -192,7 +224,26 @@ class Engine:
     @classmethod
     def load(cls, settings: Settings) -> Engine:
         """Load the configured model (blocking, possibly minutes on first download)."""
-        return cls(load_model(settings.model), settings)
+        engine = cls(load_model(settings.model), settings)
+        if engine.model.compiled:
+            engine.warm_up()
+        return engine
+
+    def warm_up(self) -> float:
+        """Run the default shapes once (1 image, then a full batch) and return the seconds.
+
+        With ``model.compile`` the first run of a shape compiles; doing it here, before the worker
+        starts, keeps that off the first users' jobs and out of the GPU thread's heartbeat. The
+        second batch size also makes the compiled graphs dynamic in the batch dimension.
+        """
+        started = time.perf_counter()
+        base = GenerationRequest("warm-up", seed=0, steps=2, count=1)
+        self.generate([base])
+        self.generate([base.replace(count=min(self.limits.max_batch, self.limits.max_count))])
+        seconds = time.perf_counter() - started
+        self.model.warm_up_s = seconds
+        log.info("warm-up of the default shapes took %.1f s", seconds)
+        return seconds
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -331,12 +382,14 @@ class Engine:
         generators: list[torch.Generator] = []
         owners: list[int] = []  # batch position -> position in ``batch``
         init_images: list[Image.Image] = []
-        gen_device = "cpu" if self.device.type == "mps" else self.device
         for pos, req in enumerate(batch):
             for seed in req.seeds:
                 prompts.append(req.prompt)
                 negatives.append(req.negative_prompt)
-                generators.append(torch.Generator(device=gen_device).manual_seed(seed))
+                # CPU generators: CUDA's random numbers differ between GPU models and torch
+                # versions, the CPU's do not, so a seed remakes the same image on any machine
+                # (diffusers' advice). Drawing the starting noise on the CPU costs microseconds.
+                generators.append(torch.Generator(device="cpu").manual_seed(seed))
                 owners.append(pos)
                 if req.init_image is not None:
                     init_images.append(_fit(req.init_image, req.width, req.height))
@@ -360,6 +413,7 @@ class Engine:
                             latents=latent,
                             request_index=index,
                             size=(first.width, first.height),
+                            space=self.latent_space,
                         )
                     )
             if should_cancel is not None and should_cancel():
@@ -376,9 +430,8 @@ class Engine:
             pipe.vae.disable_tiling()
         pipe.scheduler = make_scheduler(self._scheduler_config, first.scheduler)
         self.img2img.scheduler = pipe.scheduler
+        guided = first.guidance > 1.0
         kwargs: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": negatives if first.guidance > 1.0 else None,
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "generator": generators,
@@ -390,20 +443,33 @@ class Engine:
         else:
             kwargs.update(width=first.width, height=first.height)
         started = time.perf_counter()
+        vae_dtype = pipe.vae.dtype
+        out_of_memory = False
         try:
             with torch.inference_mode():
+                kwargs.update(self._prompt_kwargs(pipe, prompts, negatives, guided))
                 output = pipe(**kwargs)
         except JobCancelled:
             raise
         except Exception as exc:
-            if _is_oom(exc):
-                self.free_memory()
-                pixels = sum(r.count for r in batch)
-                raise OutOfMemory(
-                    f"the GPU ran out of memory making {pixels} image(s) of {first.width}x{first.height}; "
-                    "try a smaller size or fewer images"
-                ) from None
-            raise
+            if not _is_oom(exc):
+                raise
+            out_of_memory = True
+        finally:
+            # SDXL upcasts its VAE to fp32 for decoding and casts it back only when the decode
+            # succeeds: after an OOM there, fp16 latents would meet fp32 weights ever after.
+            if pipe.vae.dtype != vae_dtype:
+                pipe.vae.to(dtype=vae_dtype)
+        if out_of_memory:
+            # Outside the except block: the OOM and its traceback (whose frames hold this batch's
+            # activations) are gone before memory is freed, and nothing chains to them.
+            del kwargs
+            self.free_memory()
+            images = sum(r.count for r in batch)
+            raise OutOfMemory(
+                f"the GPU ran out of memory making {images} image(s) of "
+                f"{first.width}x{first.height}; try a smaller size or fewer images"
+            )
         elapsed = time.perf_counter() - started
         images = output.images
         n_images = len(images)
@@ -427,6 +493,39 @@ class Engine:
             )
         return results
 
+    def _prompt_kwargs(
+        self, pipe: Any, prompts: list[str], negatives: list[str], guided: bool
+    ) -> dict[str, Any]:
+        """The prompt arguments of one pipeline call.
+
+        SDXL models are trained with an all-zero embedding for "no negative prompt"
+        (``force_zeros_for_empty_prompt``), but diffusers zeroes only when no negative prompt is
+        passed at all. A co-batch mixing empty and non-empty negatives is encoded here, with the
+        empty rows zeroed, so every image is what its request would give alone.
+        """
+        if not guided:
+            return {"prompt": prompts, "negative_prompt": None}
+        empty = [not n for n in negatives]
+        zeros = self.xl and bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False))
+        if not zeros or not any(empty):
+            return {"prompt": prompts, "negative_prompt": negatives}
+        if all(empty):
+            return {"prompt": prompts, "negative_prompt": None}  # diffusers zeroes them
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=prompts,
+            device=self.device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=True,
+            negative_prompt=negatives,
+        )
+        rows = torch.tensor(empty, device=negative.device)
+        return {
+            "prompt_embeds": embeds,
+            "negative_prompt_embeds": negative.masked_fill(rows[:, None, None], 0.0),
+            "pooled_prompt_embeds": pooled,
+            "negative_pooled_prompt_embeds": negative_pooled.masked_fill(rows[:, None], 0.0),
+        }
+
     def upscale(
         self,
         image: Image.Image,
@@ -441,6 +540,8 @@ class Engine:
 
         Falls back to the plain Lanczos result when the device runs out of memory, so the
         button still gives the user a bigger image. Progress counts steps over all tiles.
+        ``tile_size``: the largest tile side before the overlap, by default the model's native
+        size (what it was trained at, where its detail is best).
         """
         started = time.perf_counter()
         width, height = image.width * UPSCALE_FACTOR, image.height * UPSCALE_FACTOR
@@ -457,14 +558,10 @@ class Engine:
             count=1, kind="upscale", strength=UPSCALE_STRENGTH, steps=steps, aspect_ratio=None
         )
         base = base.replace(seed=seed if seed is not None else secrets.randbelow(MAX_SEED + 1))
-        tile = int(tile_size or max(self.defaults.size, 64) * 3 // 2)
+        tile = int(tile_size or max(self.defaults.size, 64))
         fallback = None
         try:
-            if width * height <= min(self.limits.max_pixels, tile * tile):
-                req = self._validate_upscale(base, big, width, height)
-                out = self._run_batch([0], [req], progress, should_cancel)[0].images[0]
-            else:
-                out = self._tiled(big, base, tile, progress, should_cancel)
+            out = self._tiled(big, base, tile, progress, should_cancel)
         except OutOfMemory:
             log.warning(
                 "upscale of %dx%d ran out of memory; returning the Lanczos resize", width, height
@@ -505,26 +602,42 @@ class Engine:
         progress: Callable[[ProgressEvent], None] | None,
         should_cancel: Callable[[], bool] | None,
     ) -> Image.Image:
-        """Refine overlapping tiles and blend them with linear ramps, so no seams show."""
+        """Refine equal, evenly spread tiles in batched img2img calls and blend them with
+        linear ramps over the overlaps, so no seams show. Tile ``k`` uses seed ``seed + k``:
+        one noise pattern repeated over every tile would show as a texture."""
         width, height = big.size
-        tile_w, tile_h = min(tile, width), min(tile, height)
-        acc = np.zeros((height, width, 3), np.float64)
-        weight = np.zeros((height, width, 1), np.float64)
-        corners = [
-            (t, lf) for t in _tile_starts(height, tile_h) for lf in _tile_starts(width, tile_w)
+        xs, tile_w = tile_layout(width, tile)
+        ys, tile_h = tile_layout(height, tile)
+        corners = [(top, left) for top in ys for left in xs]
+        reqs = [
+            self._validate_upscale(
+                base.replace(seed=(base.seed + k) % (MAX_SEED + 1)),
+                big.crop((left, top, left + tile_w, top + tile_h)),
+                tile_w,
+                tile_h,
+            )
+            for k, (top, left) in enumerate(corners)
         ]
-        for done, (top, left) in enumerate(corners):
+        chunks = self._chunks(list(range(len(reqs))), reqs)
+        refined: list[Image.Image] = []
+        for done, chunk in enumerate(chunks):
 
-            def tile_progress(event: ProgressEvent, done: int = done) -> None:
-                if progress is not None:
-                    total = event.total * len(corners)
+            def chunk_progress(
+                event: ProgressEvent, done: int = done, lead: int = chunk[0]
+            ) -> None:
+                if progress is not None and event.request_index == lead:
+                    total = event.total * len(chunks)
                     progress(ProgressEvent(done * event.total + event.step, total))
 
-            crop = big.crop((left, top, left + tile_w, top + tile_h))
-            req = self._validate_upscale(base, crop, tile_w, tile_h)
-            refined = self._run_batch([0], [req], tile_progress, should_cancel)[0].images[0]
-            mask = _ramp(tile_w, tile_h)
-            acc[top : top + tile_h, left : left + tile_w] += np.asarray(refined, np.float64) * mask
+            results = self._run_batch(chunk, reqs, chunk_progress, should_cancel)
+            refined.extend(r.images[0] for r in results)
+        if len(corners) == 1:
+            return refined[0]
+        acc = np.zeros((height, width, 3), np.float64)
+        weight = np.zeros((height, width, 1), np.float64)
+        mask = _ramp(tile_w, tile_h)
+        for (top, left), img in zip(corners, refined, strict=True):
+            acc[top : top + tile_h, left : left + tile_w] += np.asarray(img, np.float64) * mask
             weight[top : top + tile_h, left : left + tile_w] += mask
         return Image.fromarray(
             np.clip(acc / np.maximum(weight, 1e-8), 0, 255).round().astype(np.uint8)
@@ -546,12 +659,19 @@ def _fit(image: Image.Image, width: int, height: int) -> Image.Image:
     )
 
 
-def _tile_starts(length: int, tile: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    step = tile - TILE_OVERLAP
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
+def tile_layout(length: int, tile: int) -> tuple[list[int], int]:
+    """Starts and size of the fewest equal tiles that cover ``length`` along one side.
+
+    Each tile is at most ``tile`` plus the overlap (a multiple of 8 for the VAE), neighbours
+    overlap by at least ``TILE_OVERLAP`` px, and the tiles are spread evenly: a 1024 px side
+    at a 512 px model takes two 528 px tiles (work ~1.06x the image), not three of 768 px.
+    """
+    if length <= tile + TILE_OVERLAP:
+        return [0], length
+    count = math.ceil((length - TILE_OVERLAP) / tile)
+    size = math.ceil((length + (count - 1) * TILE_OVERLAP) / count / 8) * 8
+    size = min(size, length)
+    return [round(i * (length - size) / (count - 1)) for i in range(count)], size
 
 
 def _ramp(width: int, height: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from diffusers import (
 from generation.config import ModelSettings
 from generation.errors import UserInputError
 from generation.request import ModelDefaults
-from generation.tiny import TINY_NAME, build_tiny_pipeline
+from generation.tiny import TINY_NAME, TINY_NAMES, TINY_SDXL_NAME, build_tiny
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     name: str
+    compiled: bool = False  # the UNet's blocks go through torch.compile: warm up before serving
+    warm_up_s: float | None = None  # seconds ``Engine.warm_up`` took (compile time, mostly)
+
+
+def is_sdxl(pipe: DiffusionPipeline) -> bool:
+    """SDXL and SDXL-Turbo pipelines (two text encoders, added time conditions)."""
+    return isinstance(pipe, StableDiffusionXLPipeline) or "XL" in type(pipe).__name__
 
 
 def pick_device(setting: str) -> torch.device:
@@ -83,7 +90,9 @@ def detect_defaults(pipe: DiffusionPipeline, name: str) -> ModelDefaults:
     """Family defaults from the pipeline's own configs (and the name, for Turbo models)."""
     if name == TINY_NAME:
         return ModelDefaults(family="tiny", size=64, steps=4, guidance=5.0, scheduler="euler")
-    is_xl = isinstance(pipe, StableDiffusionXLPipeline) or "XL" in type(pipe).__name__
+    if name == TINY_SDXL_NAME:
+        return ModelDefaults(family="sdxl", size=64, steps=4, guidance=5.0, scheduler="euler")
+    is_xl = is_sdxl(pipe)
     turbo = "turbo" in name.lower()
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     native = int(pipe.unet.config.sample_size) * vae_scale
@@ -105,27 +114,70 @@ def detect_defaults(pipe: DiffusionPipeline, name: str) -> ModelDefaults:
     )
 
 
-def _is_sdxl_checkpoint(path: Path) -> bool:
-    """SDXL single files carry a second text encoder under ``conditioner.embedders.1``."""
-    if path.suffix != ".safetensors":
-        return False
-    from safetensors import safe_open
+def _checkpoint_keys(path: Path) -> list[str]:
+    """Tensor names of a single-file checkpoint, without reading the weights."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return any(k.startswith("conditioner.embedders.1") for k in f.keys())
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    try:  # a zip-format .ckpt maps lazily; an old pickle one has to be read whole
+        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except RuntimeError:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    return [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []
+
+
+def _is_sdxl_checkpoint(path: Path) -> bool:
+    """SDXL single files (.safetensors or .ckpt) carry a second text encoder under
+    ``conditioner.embedders.1``."""
+    return any(k.startswith("conditioner.embedders.1") for k in _checkpoint_keys(path))
+
+
+def _pipeline_kwargs(components: Any, *, xl: bool) -> dict[str, Any]:
+    """What every load passes so nothing is downloaded or run only to be thrown away.
+
+    ``components``: the model's ``model_index.json`` (or None when it cannot be read). SD 1.x
+    models list a ~0.6 GB safety checker that moderation/ replaces; SDXL pipelines add
+    Stability's invisible watermark (a second mark under ours, with visible artefacts and CPU
+    time on the GPU thread) whenever ``invisible-watermark`` is installed, which it is for ours.
+    """
+    kwargs: dict[str, Any] = {}
+    if components is None or "safety_checker" in components:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if xl:
+        kwargs["add_watermarker"] = False
+    return kwargs
+
+
+def _model_index(name: str, cache_dir: Path | None) -> dict[str, Any] | None:
+    try:
+        return dict(DiffusionPipeline.load_config(name, cache_dir=cache_dir))
+    except (OSError, ValueError):
+        return None
 
 
 def _load_from_source(cfg: ModelSettings, dtype: torch.dtype) -> DiffusionPipeline:
     path = Path(cfg.name).expanduser()
+    cache_dir = str(cfg.cache_dir) if cfg.cache_dir else None
     if path.is_file():
         if path.suffix not in SINGLE_FILE_SUFFIXES:
             raise UserInputError(f"model file {path} must be a .safetensors or .ckpt checkpoint")
-        cls = StableDiffusionXLPipeline if _is_sdxl_checkpoint(path) else StableDiffusionPipeline
+        xl = _is_sdxl_checkpoint(path)
+        cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
         log.info("loading single-file checkpoint %s as %s", path, cls.__name__)
-        return cls.from_single_file(str(path), torch_dtype=dtype)
+        extra = {"add_watermarker": False} if xl else {"safety_checker": None}
+        # The diffusers configs it needs beside the weights come from the hub cache.
+        return cls.from_single_file(str(path), torch_dtype=dtype, cache_dir=cache_dir, **extra)
     if path.is_dir():
         log.info("loading diffusers folder %s", path)
-        return AutoPipelineForText2Image.from_pretrained(str(path), torch_dtype=dtype)
+        index = _model_index(str(path), None)
+        xl = index is not None and "text_encoder_2" in index
+        return AutoPipelineForText2Image.from_pretrained(
+            str(path), torch_dtype=dtype, **_pipeline_kwargs(index, xl=xl)
+        )
     if cfg.name.endswith(SINGLE_FILE_SUFFIXES) or cfg.name.startswith((".", "/", "~")):
         raise UserInputError(
             f"model {cfg.name} does not exist; give a hub id, a folder, a checkpoint file or tiny"
@@ -133,8 +185,14 @@ def _load_from_source(cfg: ModelSettings, dtype: torch.dtype) -> DiffusionPipeli
     log.info(
         "loading %s from the Hugging Face hub (cache: %s)", cfg.name, cfg.cache_dir or "default"
     )
-    kwargs: dict[str, Any] = {"torch_dtype": dtype, "cache_dir": cfg.cache_dir}
-    if dtype == torch.float16:
+    index = _model_index(cfg.name, cfg.cache_dir)
+    xl = index is not None and "text_encoder_2" in index
+    kwargs: dict[str, Any] = {
+        "torch_dtype": dtype,
+        "cache_dir": cfg.cache_dir,
+        **_pipeline_kwargs(index, xl=xl),
+    }
+    if dtype in (torch.float16, torch.bfloat16):  # fp16 files load into bf16: half the download
         try:
             return AutoPipelineForText2Image.from_pretrained(cfg.name, variant="fp16", **kwargs)
         except (OSError, ValueError):
@@ -148,8 +206,8 @@ def load_model(cfg: ModelSettings) -> LoadedModel:
     dtype = pick_dtype(device, cfg.dtype)
     if cfg.lora is not None and not Path(cfg.lora).exists():
         raise UserInputError(f"LoRA file {cfg.lora} (model.lora) does not exist")
-    if cfg.name == TINY_NAME:
-        pipe = build_tiny_pipeline(cfg.cache_dir / "tiny-tokenizer" if cfg.cache_dir else None)
+    if cfg.name in TINY_NAMES:
+        pipe = build_tiny(cfg.name, cfg.cache_dir / "tiny-tokenizer" if cfg.cache_dir else None)
     else:
         try:
             pipe = _load_from_source(cfg, dtype)
@@ -184,16 +242,29 @@ def prepare(
     if cfg.lora is not None:
         pipe.load_lora_weights(str(cfg.lora))
         pipe.fuse_lora(lora_scale=cfg.lora_scale)
+        # The fused weights stay; the LoRA layers (and their extra work per step) go.
+        pipe.unload_lora_weights()
     pipe.vae.enable_slicing()  # decode one image at a time: less peak memory for batches
+    xl = is_sdxl(pipe)
+    if xl and device.type == "cuda" and dtype == torch.float16 and pipe.vae.config.force_upcast:
+        if torch.cuda.is_bf16_supported():
+            # SDXL's VAE overflows in fp16, so diffusers decodes every batch in fp32; bf16
+            # has fp32's range at half the cost (bench/gpu.py measures both).
+            set_vae_dtype(pipe, torch.bfloat16)
     if device.type == "cuda" and cfg.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
     defaults = detect_defaults(pipe, name)
-    img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+    img2img = AutoPipelineForImage2Image.from_pipe(
+        pipe, **({"add_watermarker": False} if xl else {})
+    )
     img2img.set_progress_bar_config(disable=True)
-    if device.type == "cuda" and cfg.compile:
-        # One compiled UNet shared by both pipelines; the first run of each new shape compiles.
-        pipe.unet = img2img.unet = torch.compile(pipe.unet)
+    for p in (pipe, img2img):
+        if getattr(p, "watermark", None) is not None:  # made by a loader we did not call
+            p.watermark = None
+    compiled = device.type == "cuda" and cfg.compile
+    if compiled:
+        compile_unet(pipe.unet)
     return LoadedModel(
         txt2img=pipe,
         img2img=img2img,
@@ -201,7 +272,46 @@ def prepare(
         device=device,
         dtype=dtype,
         name=name,
+        compiled=compiled,
     )
+
+
+def compile_unet(unet: torch.nn.Module) -> None:
+    """Compile the UNet in place, shared by both pipelines.
+
+    Only the repeated transformer blocks are compiled (diffusers' regional compilation): the
+    compile takes seconds instead of minutes, and a new batch or image size recompiles those
+    small graphs quickly (shapes go dynamic after the second one) instead of stalling the GPU
+    thread past the worker's heartbeat. ``Engine.warm_up`` compiles the default shapes at load.
+    """
+    if getattr(unet, "_repeated_blocks", None) and hasattr(unet, "compile_repeated_blocks"):
+        unet.compile_repeated_blocks(fullgraph=True)
+    else:
+        unet.compile(dynamic=True)
+
+
+def set_vae_dtype(pipe: DiffusionPipeline, dtype: torch.dtype) -> None:
+    """Run the VAE in ``dtype`` whatever the UNet's dtype (e.g. SDXL's VAE in bf16 beside an
+    fp16 UNet, instead of diffusers' fp32 upcast for every decode).
+
+    The pipelines hand the VAE latents and images in the UNet's dtype, so inputs are cast on the
+    way in; the fp32 upcast is switched off because it is what this replaces.
+    """
+    vae = pipe.vae
+    vae.to(dtype=dtype)
+    vae.register_to_config(force_upcast=False)
+
+    def cast(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        first = args[0]
+        if isinstance(first, torch.Tensor) and first.is_floating_point() and first.dtype != dtype:
+            return (first.to(dtype), *args[1:])
+        return args
+
+    if not getattr(vae, "_imagine_cast_inputs", False):
+        vae._imagine_cast_inputs = True
+        for module in (vae.encoder, vae.quant_conv, vae.post_quant_conv, vae.decoder):
+            if module is not None:
+                module.register_forward_pre_hook(cast)
 
 
 def make_scheduler(base_config: Any, name: str) -> Any:

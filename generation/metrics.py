@@ -202,6 +202,121 @@ def gpu_busy() -> contextlib.AbstractContextManager[None]:
     return busy_tracker.busy()
 
 
+GPU_ENERGY_JOULES = Counter(
+    "imagine_gpu_energy_joules",
+    "Energy the GPU drew while generating (NVML's counter, read around each batch).",
+    registry=REGISTRY,
+)
+
+
+class GpuEnergy:
+    """Energy per image from the GPU's own counter (NVML), counted only while generating.
+
+    Why around each batch and not since start: the counter covers the whole card, so idle
+    time (and other processes' work between our batches) would otherwise be charged to our
+    images. Why by UUID: under ``CUDA_VISIBLE_DEVICES`` CUDA's device 0 need not be NVML's
+    device 0 (NVML ignores that variable and numbers every card in the machine).
+    Needs the optional ``nvidia-ml-py`` (extra ``gpu``); without it, or without an NVIDIA GPU
+    or a card that reports energy (pre-Volta), every figure is None: "not measured".
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._handle: Any = None
+        self._nvml: Any = None
+        self._tried = False
+        self.joules = 0.0
+        self.images = 0
+
+    def _device(self) -> Any:
+        if self._tried:
+            return self._handle
+        self._tried = True
+        try:
+            import pynvml  # nvidia-ml-py; optional
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            self._handle = nvml_handle_for_cuda_device(pynvml)
+            if self._handle is not None:
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)  # supported?
+        except Exception:  # noqa: BLE001 - not installed, no NVIDIA GPU, or no energy counter
+            self._handle = None
+        return self._handle
+
+    def read_mj(self) -> int | None:
+        """The counter now, in millijoules, or None where there is none."""
+        handle = self._device()
+        if handle is None:
+            return None
+        try:
+            return int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(handle))
+        except Exception:  # noqa: BLE001 - the driver went away; say "not measured"
+            return None
+
+    @contextlib.contextmanager
+    def batch(self, images: Callable[[], int]) -> Iterator[None]:
+        """Wrap one GPU batch; ``images()`` (asked at the end) says how many it made."""
+        start = self.read_mj()
+        try:
+            yield
+        finally:
+            end = self.read_mj()
+            made = images()
+            if start is not None and end is not None and end >= start:
+                joules = (end - start) / 1000
+                GPU_ENERGY_JOULES.inc(joules)
+                with self._lock:
+                    self.joules += joules
+                    self.images += made
+
+    def wh_per_image(self) -> float | None:
+        with self._lock:
+            return self.joules / 3600 / self.images if self.images else None
+
+
+def nvml_handle_for_cuda_device(pynvml: Any, cuda_index: int | None = None) -> Any:
+    """NVML's handle of the card torch calls ``cuda_index`` (default: the current device).
+
+    Matched by UUID (what ``CUDA_VISIBLE_DEVICES`` may name), then by PCI bus id; None when
+    torch has no CUDA device or nothing matches (better "not measured" than another card).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device() if cuda_index is None else cuda_index
+    props = torch.cuda.get_device_properties(index)
+    uuid = str(getattr(props, "uuid", "") or "").lower().removeprefix("gpu-")
+    bus = _pci_bus(
+        f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}"
+        if hasattr(props, "pci_bus_id")
+        else ""
+    )
+    for i in range(pynvml.nvmlDeviceGetCount()):
+        handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+        theirs = _text(pynvml.nvmlDeviceGetUUID(handle)).lower().removeprefix("gpu-")
+        if uuid and theirs == uuid:
+            return handle
+        if bus and _pci_bus(_text(pynvml.nvmlDeviceGetPciInfo(handle).busId)) == bus:
+            return handle
+    return None
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _pci_bus(bus_id: str) -> str:
+    """``00000000:3B:00.0`` and ``0000:3b:00`` alike: domain, bus and device, lower case."""
+    parts = bus_id.lower().replace(".", ":").split(":")
+    if len(parts) < 3:
+        return ""
+    return ":".join(f"{int(p, 16):x}" for p in parts[:3])
+
+
+gpu_energy = GpuEnergy()
+
+
 def set_queue_lengths(lengths: dict[int | None, int]) -> None:
     """Replace the per-guild queue gauge with ``{guild_id (None = DMs): queued jobs}``."""
     QUEUE_LENGTH.clear()

@@ -20,13 +20,26 @@ from diffusers import (
     AutoencoderKL,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPTokenizer,
+)
 
 TINY_NAME = "tiny"
+# The same idea in SDXL's shape: two text encoders, "text_time" added conditions, three UNet
+# levels, and the SDXL pipeline classes (its watermarker, VAE upcast and empty-negative rules).
+TINY_SDXL_NAME = "tiny-sdxl"
+TINY_NAMES = (TINY_NAME, TINY_SDXL_NAME)
 INIT_SEED = 0
 TEXT_DIM = 32
+# SDXL's second encoder is wider than its first (1280 vs 768); diffusers tells them apart in a
+# single file by that width, so the tiny ones differ too.
+TEXT_DIM_2 = 64
 MAX_TOKENS = 77
 
 # Words worth a single token each; everything else falls back to characters.
@@ -103,48 +116,115 @@ def build_tiny_pipeline(cache_dir: Path | None = None) -> StableDiffusionPipelin
             cross_attention_dim=TEXT_DIM,
             norm_num_groups=32,
         )
-        # Four blocks, so latents are 1/8 of the image side as in real SD models (and the UNet
-        # works on 8x8 latents for a 64x64 image, which keeps it fast).
-        vae = AutoencoderKL(
-            block_out_channels=(32, 32, 64, 64),
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            sample_size=64,
-            norm_num_groups=32,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                hidden_size=TEXT_DIM,
-                intermediate_size=37,
-                layer_norm_eps=1e-05,
-                num_attention_heads=4,
-                num_hidden_layers=5,
-                vocab_size=len(tokenizer),
-                max_position_embeddings=MAX_TOKENS,
-            )
-        )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
+        vae = _tiny_vae()
+        text_encoder = CLIPTextModel(_text_config(tokenizer, layers=5))
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        scheduler=scheduler,
+        scheduler=_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_tiny_sdxl_pipeline(cache_dir: Path | None = None) -> StableDiffusionXLPipeline:
+    """An SDXL-shaped tiny random pipeline (fp32, CPU); identical weights on every call.
+
+    Built as a real SDXL checkpoint would load: the watermarker is left at diffusers' default
+    (on when ``invisible-watermark`` is installed) and the VAE asks for its fp32 upcast, so the
+    loader's and the engine's handling of both is what a test sees. The second text encoder has
+    ten layers because diffusers recognises an SDXL single file by its tenth OpenCLIP block.
+    """
+    tokenizer = build_tokenizer(cache_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(INIT_SEED)
+        unet = UNet2DConditionModel(
+            block_out_channels=(32, 32, 64),
+            layers_per_block=2,
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            # six micro-conditions (sizes, crop) x 8 + the second encoder's pooled embedding
+            projection_class_embeddings_input_dim=6 * 8 + TEXT_DIM_2,
+            cross_attention_dim=TEXT_DIM + TEXT_DIM_2,  # both encoders' states, side by side
+            norm_num_groups=32,
+        )
+        vae = _tiny_vae()  # force_upcast, as SDXL's own VAE config says
+        text_encoder = CLIPTextModel(_text_config(tokenizer, layers=5))
+        text_encoder_2 = CLIPTextModelWithProjection(
+            _text_config(
+                tokenizer, layers=10, width=TEXT_DIM_2, projection_dim=TEXT_DIM_2, hidden_act="gelu"
+            )
+        )
+    pipe = StableDiffusionXLPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        scheduler=_scheduler(),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _tiny_vae() -> AutoencoderKL:
+    # Four blocks, so latents are 1/8 of the image side as in real SD models (and the UNet
+    # works on 8x8 latents for a 64x64 image, which keeps it fast).
+    return AutoencoderKL(
+        block_out_channels=(32, 32, 64, 64),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        sample_size=64,
+        norm_num_groups=32,
+    )
+
+
+def _text_config(
+    tokenizer: CLIPTokenizer, *, layers: int, width: int = TEXT_DIM, **extra: object
+) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_size=width,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=layers,
+        vocab_size=len(tokenizer),
+        max_position_embeddings=MAX_TOKENS,
+        **extra,
+    )
+
+
+def _scheduler() -> EulerDiscreteScheduler:
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        timestep_spacing="trailing",
+        steps_offset=1,
+    )
+
+
+def build_tiny(name: str, cache_dir: Path | None = None) -> StableDiffusionPipeline:
+    """The tiny pipeline called ``name`` (one of ``TINY_NAMES``)."""
+    if name == TINY_SDXL_NAME:
+        return build_tiny_sdxl_pipeline(cache_dir)
+    return build_tiny_pipeline(cache_dir)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import io
 import json
@@ -493,7 +494,11 @@ class Worker:
             loop.call_soon_threadsafe(self._started, works)
             self._gpu_started = time.monotonic()
             self._gpu_batch_cost = sum(w.entry.cost for w in works)
-            with metrics.gpu_busy(), job_context(",".join(w.job.id for w in works)):
+            with (
+                metrics.gpu_busy(),
+                metrics.gpu_energy.batch(functools.partial(_images_made, works)),
+                job_context(",".join(w.job.id for w in works)),
+            ):
                 seconds = self._generate_blocking(works) if works else 0.0
             self._gpu_batch_cost = 0.0
             for work in works:
@@ -523,23 +528,28 @@ class Worker:
         loop = self._loop
         assert loop is not None
         started = time.perf_counter()
+        retry = False
         try:
             self._run_on_device(works, loop)
         except OutOfMemory as exc:
             if len(works) == 1:
-                works[0].error = exc
+                works[0].error = _detached(exc)
             else:
-                log.warning("batch of %d jobs ran out of memory; retrying one by one", len(works))
-                for work in works:
-                    try:
-                        self._run_on_device([work], loop)
-                    except BaseException as one:  # noqa: BLE001 - recorded on the job
-                        work.error = one
+                retry = True
         except BaseException as exc:  # noqa: BLE001 - recorded on every job of the batch
             for work in works:
-                work.error = exc
-        finally:
-            self.gpu_intervals.append((started, time.perf_counter()))
+                work.error = _detached(exc)
+        if retry:
+            # Outside the except block: the failed batch's frames (and the activations they
+            # hold) are released before the first retry allocates.
+            log.warning("batch of %d jobs ran out of memory; retrying one by one", len(works))
+            for work in works:
+                work.result = None
+                try:
+                    self._run_on_device([work], loop)
+                except BaseException as one:  # noqa: BLE001 - recorded on the job
+                    work.error = _detached(one)
+        self.gpu_intervals.append((started, time.perf_counter()))
         return time.perf_counter() - started
 
     def _run_on_device(self, works: list[_Work], loop: asyncio.AbstractEventLoop) -> None:
@@ -557,7 +567,10 @@ class Worker:
             req = works[0].request
             assert req is not None and req.init_image is not None
             parent = req.replace(init_image=None)
-            works[0].result = self.engine.upscale(req.init_image, parent, seed=req.seed)
+            works[0].result = self.engine.upscale(
+                req.init_image, parent, seed=req.seed, progress=progress,
+                should_cancel=should_cancel,
+            )
             return
         reqs = [w.request for w in works]
         results = self.engine.generate(
@@ -625,8 +638,8 @@ class Worker:
             )
         elif isinstance(exc, UserInputError):
             reason = str(exc)
-        else:
-            log.error("job %s: generation failed", work.job.id, exc_info=exc)
+        else:  # logged with its traceback on the GPU thread (``_detached``)
+            log.error("job %s: generation failed: %s: %s", work.job.id, type(exc).__name__, exc)
             reason = f"generation failed: {type(exc).__name__}: {exc}"
         await self._finish_failed(work, reason, JobStatus.FAILED)
 
@@ -766,6 +779,20 @@ class Worker:
                 await getattr(self.listener, method)(*args)
         except Exception:  # noqa: BLE001 - a Discord hiccup must not stop the queue
             log.exception("listener %s failed", method)
+
+
+def _images_made(works: list[_Work]) -> int:
+    return sum(len(w.result.images) for w in works if w.result is not None)
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """The exception to keep on a job: an expected one (OOM, cancel, bad input) without its
+    traceback and chain, whose frames would keep a failed batch's tensors alive on the GPU;
+    anything else is logged here with its traceback first."""
+    if not isinstance(exc, (OutOfMemory, JobCancelled, UserInputError)):
+        log.error("generation failed", exc_info=exc)
+    exc.__context__ = exc.__cause__ = None
+    return exc.with_traceback(None)
 
 
 def _count(entry: Entry) -> int:

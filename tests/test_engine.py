@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -189,16 +191,33 @@ def test_cancel_before_start_runs_nothing(tiny_engine: Engine, unet_calls):
 
 def test_out_of_memory_is_reported_and_engine_keeps_serving(tiny_engine: Engine):
     # A CUDA OOM cannot happen on this CPU machine: raise torch's own OOM error from inside the UNet.
-    def oom(*_):
+    seen: list[weakref.ref] = []
+
+    def oom(_module, args):
+        seen.append(weakref.ref(args[0]))
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     handle = tiny_engine.txt2img.unet.register_forward_pre_hook(oom)
     try:
-        with pytest.raises(OutOfMemory, match="ran out of memory making 4 image"):
+        with pytest.raises(OutOfMemory, match="ran out of memory making 4 image") as caught:
             tiny_engine.generate([GenerationRequest("a", seed=1)])
     finally:
         handle.remove()
+    # The error kept by the caller holds nothing of the failed batch: no chained CUDA error whose
+    # frames would keep the batch's latents (and activations) on the GPU.
+    assert caught.value.__context__ is None and caught.value.__cause__ is None
+    assert seen and seen[0]() is None
     assert len(tiny_engine.generate([GenerationRequest("a", seed=1, count=1)])[0].images) == 1
+
+
+def test_seeds_give_the_same_image_whatever_the_device(tiny_engine: Engine):
+    """The starting noise comes from CPU generators: CUDA's differ by GPU model and torch
+    version. The "CUDA" engine here is the same CPU pipeline labelled cuda (no GPU here): it
+    must not ask for a CUDA generator, and gives the very same pixels."""
+    on_gpu = copy.copy(tiny_engine)
+    on_gpu.device = torch.device("cuda")
+    req = GenerationRequest("a red fox", seed=11, count=1)
+    assert same(on_gpu.generate([req])[0].images[0], tiny_engine.generate([req])[0].images[0])
 
 
 def test_upscale_falls_back_to_lanczos_on_oom(tiny_engine: Engine):
@@ -280,23 +299,33 @@ def test_upscale_doubles_the_size(tiny_engine: Engine):
 
 
 def test_tiled_upscale_has_the_right_size_and_is_reproducible(tiny_engine: Engine):
-    src = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    src = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 96, 3), dtype=np.uint8))
     parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
     events = []
     a = tiny_engine.upscale(src, parent, seed=5, tile_size=64, progress=events.append)
-    b = tiny_engine.upscale(src, parent, seed=5, tile_size=64)  # 160x96 in 64px tiles
-    assert a.images[0].size == (160, 96)
+    b = tiny_engine.upscale(src, parent, seed=5, tile_size=64)  # 192x128 in 64px tiles
+    assert a.images[0].size == (192, 128)
     assert same(a.images[0], b.images[0])
-    # 8 overlapping tiles (4 across, 2 down), each int(4 x 0.3) = 1 step, counted as one job
-    assert [(e.step, e.total) for e in events] == [(i, 8) for i in range(1, 9)]
+    # 6 equal tiles (3 across, 2 down) in batches of 4 and 2, each int(4 x 0.3) = 1 step,
+    # counted as one job
+    assert [(e.step, e.total) for e in events] == [(1, 2), (2, 2)]
+
+
+def test_upscale_tiles_are_batched_and_each_has_its_own_seed(tiny_engine: Engine, unet_calls):
+    src = Image.new("RGB", (96, 64), (90, 90, 90))  # every tile starts from the same grey
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
+    out = pixels(tiny_engine.upscale(src, parent, seed=5, tile_size=64).images[0])
+    assert len(unet_calls) == 2  # six tiles in two batched calls, one step each
+    # The corners belong to one tile each: with one seed for all, they would be identical.
+    assert not np.array_equal(out[:40, :40], out[:40, -40:])
 
 
 def test_cancelled_upscale_stops(tiny_engine: Engine, unet_calls):
-    src = Image.new("RGB", (80, 48), (90, 30, 200))
+    src = Image.new("RGB", (96, 64), (90, 30, 200))
     parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
     with pytest.raises(JobCancelled):
-        tiny_engine.upscale(src, parent, tile_size=64, should_cancel=lambda: len(unet_calls) >= 2)
-    assert len(unet_calls) == 2  # two tiles of eight
+        tiny_engine.upscale(src, parent, tile_size=64, should_cancel=lambda: len(unet_calls) >= 1)
+    assert len(unet_calls) == 1  # the first batch of tiles, of two
 
 
 def test_upscale_past_the_side_limit_is_refused(tiny_engine: Engine):
@@ -434,5 +463,7 @@ def test_lora_by_path_is_fused_into_the_shared_unet(tiny_engine: Engine, tmp_pat
     req = GenerationRequest("a fox", seed=1, count=1, steps=2)
     engine = Engine.load(Settings(model={"name": "tiny", "device": "cpu", "lora": lora}))
     assert engine.txt2img.unet is engine.img2img.unet
+    # Fused, then unloaded: no LoRA layers left to run (or to hold memory) at every step.
+    assert not any("lora" in name for name, _ in engine.txt2img.unet.named_modules())
     styled = engine.generate([req])[0].images[0]
     assert np.abs(pixels(styled) - pixels(tiny_engine.generate([req])[0].images[0])).mean() > 1

@@ -34,6 +34,15 @@ def req(prompt: str = "a lighthouse", **kw: Any) -> GenerationRequest:
     return GenerationRequest(prompt=prompt, count=kw.pop("count", 1), **kw)
 
 
+def upscale_request(engine: Any, size: tuple[int, int]) -> tuple[Any, GenerationRequest]:
+    """A parent request and the upscale of a flat image of ``size`` made from it."""
+    from PIL import Image
+
+    parent = engine.validate(req("a red square", width=64, height=64))
+    source = Image.new("RGB", size, (200, 80, 40))
+    return parent, parent.replace(init_image=source, kind="upscale", count=1, seed=None)
+
+
 class Recorder:
     """A listener that remembers every call and claims delivery like the bot does."""
 
@@ -344,15 +353,12 @@ async def test_event_loop_keeps_ticking_while_the_gpu_works(
 async def test_variation_and_upscale_jobs_run_from_their_stored_init_image(
     tiny_engine, tiny_settings, tmp_path, store
 ):
-    from PIL import Image
-
     settings = settings_for(tiny_settings, tmp_path)
     rec = Recorder(store)
     worker = Worker(store, tiny_engine, settings, listener=rec)
-    source = Image.new("RGB", (64, 64), (200, 80, 40))
-    parent = tiny_engine.validate(req("a red square", width=64, height=64))
+    parent, upscale = upscale_request(tiny_engine, (64, 64))
+    source = upscale.init_image
     vary = tiny_engine.variation_request(parent, source, strong=True)
-    upscale = parent.replace(init_image=source, kind="upscale", count=1, seed=None)
     jobs = [
         await worker.submit(vary, user_id=1),
         await worker.submit(upscale, user_id=2),
@@ -396,3 +402,59 @@ async def test_cancelling_the_job_prepared_next_skips_it(tiny_engine, tiny_setti
     assert (await store.get_job(second.id)).status == JobStatus.CANCELLED
     assert second.id not in rec.order("started")
     assert rec.reasons[second.id] == "cancelled"
+
+
+async def test_out_of_memory_in_a_cobatch_frees_its_tensors_before_the_retry(
+    tiny_engine, tiny_settings, tmp_path, store
+):
+    import weakref
+
+    import torch
+
+    settings = settings_for(tiny_settings, tmp_path)
+    seen: list[weakref.ref] = []
+    alive_at_retry: list[bool] = []
+
+    def oom_once(_module: Any, args: tuple) -> None:
+        if not seen:  # the co-batch's first step: remember its latents, then fail like CUDA
+            seen.append(weakref.ref(args[0]))
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        alive_at_retry.append(seen[0]() is not None)
+
+    rec = Recorder(store)
+    worker = Worker(store, tiny_engine, settings, listener=rec)
+    jobs = [await worker.submit(req(f"a lighthouse {i}"), user_id=i) for i in range(2)]
+    handle = tiny_engine.txt2img.unet.register_forward_pre_hook(oom_once)
+    try:
+        await worker.start()
+        await worker.join()
+        await worker.stop()
+    finally:
+        handle.remove()
+    # The failed batch's latents were gone before the one-by-one retry allocated anything.
+    assert alive_at_retry and not any(alive_at_retry)
+    assert [(await store.get_job(j.id)).status for j in jobs] == [JobStatus.DONE] * 2
+
+
+async def test_upscale_job_reports_progress_and_stops_on_cancel(
+    tiny_engine, tiny_settings, tmp_path, store
+):
+    rec = Recorder(store)
+    worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path), listener=rec)
+    # 96x64 -> 192x128: six 64 px tiles (88x80 with the overlap), run as batches of 4 and 2.
+    _, upscale = upscale_request(tiny_engine, (96, 64))
+    done = await worker.submit(upscale, user_id=1)
+    cancelled = await worker.submit(upscale, user_id=2)
+
+    async def cancel_at_first_step(job: Job, event: Any) -> None:
+        if job.id == cancelled.id and event.step == 1:
+            await worker.cancel(cancelled.id, user_id=2)
+
+    rec.hooks["progress"] = cancel_at_first_step
+    await worker.start()
+    await worker.join()
+    await worker.stop()
+    assert (await store.get_job(done.id)).status == JobStatus.DONE
+    assert rec.progress[done.id] == [1, 2]  # one step per batch of tiles, over the whole job
+    assert (await store.get_job(cancelled.id)).status == JobStatus.CANCELLED
+    assert rec.progress[cancelled.id] == [1]  # stopped before the second batch of tiles
