@@ -17,13 +17,16 @@ The score (0..1) is for logs and dashboards; the decision follows explicit rules
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from PIL import Image
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from moderation.decision import Decision, combine
 from moderation.policy import Policy
-from moderation.text import Match, NormalizedText, normalize, without_safe
-from moderation.wordlists import custom_matcher, word_lists
+from moderation.text import Match, NormalizedText, is_common_word, normalize, without_safe
+from moderation.wordlists import custom_matcher, read_public_figures, word_lists
 
 CONTEXT_NAMES = {
     "sensitive_sexual": "sexual or undressing",
@@ -38,6 +41,72 @@ GATE_CONTEXT = {"sexual": "sensitive_sexual", "suggestive": "sensitive_sexual",
                 "gore": "sensitive_violence"}
 
 
+# Misspelled names: a listed spelling of at least this many letters (written as one word) also
+# matches at one edit (a letter dropped, added, changed or two swapped), and from
+# FUZZY_TWO_EDITS letters on at two.
+FUZZY_MIN_LEN = 6
+FUZZY_TWO_EDITS = 10
+FUZZY_MAX_WORDS = 3
+
+
+class FuzzyNameMatcher:
+    """Real people's names misspelled by one or two letters ("Tailor Swift", "Zuckerburg").
+
+    Runs of one to three prompt words are joined and compared with every listed spelling of
+    nearly the same length that starts with the same letter (rapidfuzz's optimal string
+    alignment distance). A single word that is itself a common word never matches, so "swifts"
+    or "madness" are not read as names. Matches are weaker evidence than exact names: the
+    decision uses them only together with a compromising context.
+    """
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._exact: dict[str, str] = {}
+        self._buckets: dict[tuple[str, int], list[str]] = {}
+        for spelling, canonical in names.items():
+            key = "".join(t.text for t in normalize(spelling).tokens)
+            if len(key) >= FUZZY_MIN_LEN and key.isalpha():
+                self._exact.setdefault(key, canonical)
+        for key in self._exact:
+            self._buckets.setdefault((key[0], len(key)), []).append(key)
+
+    def find(self, text: NormalizedText) -> list[Match]:
+        out: list[Match] = []
+        tokens = text.tokens
+        words = [t.text for t in tokens]
+        for i in range(len(words)):
+            joined = ""
+            for j in range(i, min(i + FUZZY_MAX_WORDS, len(words))):
+                joined += words[j]
+                if len(joined) < FUZZY_MIN_LEN - 1 or not joined.isalpha():
+                    continue
+                if joined in self._exact:
+                    continue
+                hit = self._closest(joined)
+                if hit is not None and not (i == j and is_common_word(joined)):
+                    first, last = tokens[i].first_word, tokens[j].last_word
+                    out.append(Match(self._exact[hit], hit, text.source(first, last),
+                                     first, last, fuzzy=True))
+        return out
+
+    def _closest(self, word: str) -> str | None:
+        choices = [
+            key for n in range(len(word) - 2, len(word) + 3)
+            for key in self._buckets.get((word[0], n), ())
+        ]
+        if not choices:
+            return None
+        best = process.extractOne(word, choices, scorer=OSA.distance, score_cutoff=2)
+        if best is None:
+            return None
+        key, dist = best[0], best[1]
+        return key if dist <= (2 if len(key) >= FUZZY_TWO_EDITS else 1) else None
+
+
+@cache
+def fuzzy_names() -> FuzzyNameMatcher:
+    return FuzzyNameMatcher(read_public_figures())
+
+
 @dataclass(frozen=True)
 class RiskAssessment:
     score: float
@@ -49,6 +118,7 @@ class RiskAssessment:
     init_faces: int = 0
     output_faces: int = 0
     reasons: tuple[str, ...] = ()
+    fuzzy_names: tuple[str, ...] = ()  # names that matched only misspelled
 
     @property
     def photoreal_wins(self) -> bool:
@@ -70,15 +140,22 @@ class RiskAssessment:
             "init_faces": self.init_faces,
             "output_faces": self.output_faces,
             "reasons": list(self.reasons),
+            "fuzzy_names": list(self.fuzzy_names),
         }
 
 
 def find_names(text: NormalizedText, policy: Policy, allowed: list[Match] = ()) -> list[Match]:
-    """Real people named in the prompt, minus safe phrases ("musk ox") and allowlisted names."""
+    """Real people named in the prompt, minus safe phrases ("musk ox") and allowlisted names.
+
+    Names misspelled by a letter or two come with ``fuzzy`` set, unless the same person is
+    also named exactly."""
     lists = word_lists()
     found = lists.figures.find(text)
     if policy.public_figures:
         found += custom_matcher(policy.public_figures, "name").find(text)
+    exact = {m.label for m in found}
+    found += [m for m in fuzzy_names().find(text)
+              if m.label not in exact and not any(m.within(e) or e.within(m) for e in found)]
     found = without_safe(found, lists.safe_names.find(text))
     return without_safe(found, list(allowed))
 
@@ -112,12 +189,16 @@ def assess(
         if m.term not in terms:
             terms.append(m.term)
 
-    canonical = tuple(dict.fromkeys(m.label for m in names))
+    canonical = tuple(dict.fromkeys(m.label for m in names if not m.fuzzy))
+    fuzzy = tuple(dict.fromkeys(m.label for m in names if m.fuzzy and m.label not in canonical))
     reasons: list[str] = []
     score = 0.0
     if canonical:
         score += 0.5
         reasons.append(f"names a real person: {', '.join(canonical)}")
+    elif fuzzy:
+        score += 0.3
+        reasons.append(f"names someone spelled like a real person: {', '.join(fuzzy)}")
     if init_faces:
         score += 0.3
         reasons.append(f"edits an uploaded photo with {init_faces} realistic face(s)")
@@ -148,6 +229,7 @@ def assess(
         init_faces=init_faces,
         output_faces=output_faces,
         reasons=tuple(reasons),
+        fuzzy_names=fuzzy,
     )
 
 
@@ -179,6 +261,13 @@ def decide(risk: RiskAssessment, policy: Policy | None = None) -> Decision:
         elif risk.output_faces and not risk.is_stylised:
             why = (f"it names a real person ({who}) and the image shows a realistic face; "
                    "ask for a clear style (caricature, oil painting, lego ...)")
+    elif risk.fuzzy_names and (
+        risk.sensitive or (level == "strict" and risk.photoreal_wins)
+    ):
+        who = ", ".join(risk.fuzzy_names)
+        what = (", ".join(CONTEXT_NAMES[k] for k in risk.sensitive) if risk.sensitive
+                else "photorealistic")
+        why = f"it names someone spelled like a real person ({who}) in a {what} context"
     elif risk.init_faces:
         if "sensitive_sexual" in risk.sensitive:
             why = "it edits an uploaded photo of a real face in a sexual or undressing context"

@@ -28,6 +28,9 @@ class Labelled:
     # Written after the gate was tuned on the rest, as a harder batch; its first run is in
     # the README (44.8% recall, 8.7% false blocks) and it has informed fixes since.
     heldout: bool = False
+    # The kind of trick or trap a prompt stands for (other_language, misspelled, ...), for the
+    # per-family figures; empty for the first batches.
+    family: str = ""
 
 
 @dataclass
