@@ -54,20 +54,26 @@ class FuzzyNameMatcher:
 
     Runs of one to three prompt words are joined and compared with every listed spelling of
     nearly the same length that starts with the same letter (rapidfuzz's optimal string
-    alignment distance). A single word that is itself a common word never matches, so "swifts"
-    or "madness" are not read as names. Matches are weaker evidence than exact names: the
-    decision uses them only together with a compromising context.
+    alignment distance: a letter dropped, added, changed, or two neighbours swapped). When the
+    run has as many words as the name, each word may differ by one edit at most, so two
+    ordinary words ("chris loans") do not pass for a name ("Chris Evans"). A single word that
+    is itself a common word never matches ("swifts", "madness"). Matches are weaker evidence
+    than exact names: the decision uses them only together with a compromising context.
     """
 
     def __init__(self, names: dict[str, str]) -> None:
         self._exact: dict[str, str] = {}
+        self._words: dict[str, tuple[str, ...]] = {}
         self._buckets: dict[tuple[str, int], list[str]] = {}
         for spelling, canonical in names.items():
-            key = "".join(t.text for t in normalize(spelling).tokens)
+            words = tuple(t.text for t in normalize(spelling).tokens)
+            key = "".join(words)
             if len(key) >= FUZZY_MIN_LEN and key.isalpha():
                 self._exact.setdefault(key, canonical)
+                self._words.setdefault(key, words)
         for key in self._exact:
             self._buckets.setdefault((key[0], len(key)), []).append(key)
+        self._near: dict[tuple[str, int], list[str]] = {}  # spellings within 2 letters of length
 
     def find(self, text: NormalizedText) -> list[Match]:
         out: list[Match] = []
@@ -77,29 +83,40 @@ class FuzzyNameMatcher:
             joined = ""
             for j in range(i, min(i + FUZZY_MAX_WORDS, len(words))):
                 joined += words[j]
+                if joined in self._exact:
+                    break  # written exactly: the exact matcher has it, and longer runs hold it
                 if len(joined) < FUZZY_MIN_LEN - 1 or not joined.isalpha():
                     continue
-                if joined in self._exact:
-                    continue
-                hit = self._closest(joined)
+                hit = self._closest(joined, tuple(words[i : j + 1]))
                 if hit is not None and not (i == j and is_common_word(joined)):
                     first, last = tokens[i].first_word, tokens[j].last_word
                     out.append(Match(self._exact[hit], hit, text.source(first, last),
                                      first, last, fuzzy=True))
         return out
 
-    def _closest(self, word: str) -> str | None:
-        choices = [
-            key for n in range(len(word) - 2, len(word) + 3)
-            for key in self._buckets.get((word[0], n), ())
-        ]
+    def _closest(self, joined: str, words: tuple[str, ...]) -> str | None:
+        bucket = (joined[0], len(joined))
+        choices = self._near.get(bucket)
+        if choices is None:
+            choices = self._near[bucket] = [
+                key for n in range(len(joined) - 2, len(joined) + 3)
+                for key in self._buckets.get((joined[0], n), ())
+            ]
         if not choices:
             return None
-        best = process.extractOne(word, choices, scorer=OSA.distance, score_cutoff=2)
-        if best is None:
-            return None
-        key, dist = best[0], best[1]
-        return key if dist <= (2 if len(key) >= FUZZY_TWO_EDITS else 1) else None
+        for key, dist, _ in process.extract(
+            joined, choices, scorer=OSA.distance, score_cutoff=2, limit=5
+        ):
+            if dist > (2 if len(key) >= FUZZY_TWO_EDITS else 1):
+                continue
+            name_words = self._words[key]
+            if len(name_words) == len(words) > 1 and any(
+                OSA.distance(a, b) > (1 if len(b) > 3 else 0)
+                for a, b in zip(words, name_words, strict=True)
+            ):
+                continue
+            return key
+        return None
 
 
 @cache
@@ -144,18 +161,19 @@ class RiskAssessment:
         }
 
 
-def find_names(text: NormalizedText, policy: Policy, allowed: list[Match] = ()) -> list[Match]:
+def find_names(
+    text: NormalizedText, policy: Policy, allowed: list[Match] = (), *, fuzzy: bool = True
+) -> list[Match]:
     """Real people named in the prompt, minus safe phrases ("musk ox") and allowlisted names.
 
-    Names misspelled by a letter or two come with ``fuzzy`` set, unless the same person is
-    also named exactly."""
+    With ``fuzzy``, names misspelled by a letter or two come too, with ``fuzzy`` set."""
     lists = word_lists()
     found = lists.figures.find(text)
     if policy.public_figures:
         found += custom_matcher(policy.public_figures, "name").find(text)
-    exact = {m.label for m in found}
-    found += [m for m in fuzzy_names().find(text)
-              if m.label not in exact and not any(m.within(e) or e.within(m) for e in found)]
+    if fuzzy:
+        found += [m for m in fuzzy_names().find(text)
+                  if not any(m.within(e) or e.within(m) for e in found)]
     found = without_safe(found, lists.safe_names.find(text))
     return without_safe(found, list(allowed))
 
@@ -173,7 +191,7 @@ def assess(
     policy = policy or Policy.default()
     norm = text if isinstance(text, NormalizedText) else normalize(text)
     lists = word_lists()
-    names = find_names(norm, policy, allowed)
+    names = find_names(norm, policy, allowed, fuzzy=False)
     safe = lists.safe.find(norm)
     photoreal = tuple(dict.fromkeys(m.term for m in lists.photoreal.find(norm)))
     stylised = tuple(dict.fromkeys(m.term for m in lists.stylised.find(norm)))
@@ -189,8 +207,15 @@ def assess(
         if m.term not in terms:
             terms.append(m.term)
 
-    canonical = tuple(dict.fromkeys(m.label for m in names if not m.fuzzy))
-    fuzzy = tuple(dict.fromkeys(m.label for m in names if m.fuzzy and m.label not in canonical))
+    canonical = tuple(dict.fromkeys(m.label for m in names))
+    fuzzy: tuple[str, ...] = ()
+    if not canonical and (sensitive or (policy.deepfake_level == "strict" and photoreal)):
+        # A misspelled name counts only in a compromising context, so look for one only then.
+        misspelled = without_safe(
+            [m for m in fuzzy_names().find(norm) if m.label not in canonical],
+            lists.safe_names.find(norm),
+        )
+        fuzzy = tuple(dict.fromkeys(m.label for m in without_safe(misspelled, list(allowed))))
     reasons: list[str] = []
     score = 0.0
     if canonical:

@@ -373,6 +373,7 @@ COMMON_ZIPF_EN = 3.0
 COMMON_ZIPF_OTHER = 3.0
 COMMON_LANGUAGES = ("fr", "de", "es", "it", "pt", "nl", "sv", "pl", "tr", "id")
 MIN_SOUNDALIKE_LEN = 4
+SOUNDALIKE_CACHE = 1 << 16  # words remembered (prompts reuse a small vocabulary)
 
 
 @lru_cache(maxsize=1 << 14)
@@ -442,6 +443,7 @@ class SoundAlikeMatcher:
         }
         self._known = frozenset(terms)
         self._rank = {label: i for i, label in enumerate(priority)}
+        self._cache: dict[str, str | None] = {}  # prompt word -> listed word or None
         self._by_key: dict[str, list[str]] = {}
         for term in self._terms:
             for key in sound_keys(term):
@@ -449,9 +451,23 @@ class SoundAlikeMatcher:
                 if len(term) >= MIN_SOUNDALIKE_LEN or len(key) > 3:
                     self._by_key.setdefault(key, []).append(term)
 
-    def find(self, text: NormalizedText) -> list[Match]:
+    def _closest(self, word: str) -> str | None:
+        """The listed word ``word`` is a misspelling of, if any (best label, then fewest edits)."""
         from rapidfuzz.distance import OSA
 
+        candidates = {t for key in sound_keys(word) for t in self._by_key.get(key, ())}
+        best: tuple[int, int, str] | None = None
+        for term in candidates:
+            limit = min(2, max(1, (len(term) + 1) // 2))
+            dist = OSA.distance(_squeeze(word), _squeeze(term), score_cutoff=limit)
+            if dist <= limit:
+                rank = self._rank.get(self._terms[term], len(self._rank))
+                best = min(best or (rank, dist, term), (rank, dist, term))
+        if best is None or is_common_word(word):
+            return None
+        return best[2]
+
+    def find(self, text: NormalizedText) -> list[Match]:
         out: list[Match] = []
         seen: set[str] = set()
         for tokens in text.variants:
@@ -464,17 +480,14 @@ class SoundAlikeMatcher:
                     continue
                 if not _mostly_latin(" ".join(text.words[tok.first_word : tok.last_word + 1])):
                     continue  # a transliteration ("дети" -> "deti") is no misspelling
-                candidates = {t for key in sound_keys(word) for t in self._by_key.get(key, ())}
-                best: tuple[int, int, str] | None = None
-                for term in candidates:
-                    limit = min(2, max(1, (len(term) + 1) // 2))
-                    dist = OSA.distance(_squeeze(word), _squeeze(term), score_cutoff=limit)
-                    if dist <= limit:
-                        rank = self._rank.get(self._terms[term], len(self._rank))
-                        best = min(best or (rank, dist, term), (rank, dist, term))
-                if best is None or is_common_word(word):
+                term = self._cache.get(word, "")
+                if term == "":
+                    term = self._closest(word)
+                    if len(self._cache) >= SOUNDALIKE_CACHE:
+                        self._cache.clear()
+                    self._cache[word] = term
+                if term is None:
                     continue
-                term = best[2]
                 out.append(Match(self._terms[term], term,
                                  text.source(tok.first_word, tok.last_word),
                                  tok.first_word, tok.last_word, fuzzy=True))
