@@ -47,6 +47,14 @@ _NUMBER = r"(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")"
 _AGE = re.compile(
     r"\b" + _NUMBER + r" ?(?:" + _AGE_UNITS + r")\b|\b(?:aged?|age of) " + _NUMBER + r"\b"
 )
+# Acts of self-harm written with a reflexive pronoun ("to hang himself", "slicing her wrists"),
+# whatever the verb's form; on the normalised text.
+_SELF_HARM_ACT = re.compile(
+    r"\b(?:kill|hang|hung|shoot|shot|cut|slash|slic|slit|drown|stab|poison|starv|suffocat|strangl"
+    r"|electrocut|overdos|immolat|throw|threw|mutilat)\w* (?:\w+ )?"
+    r"(?:him|her|them|my|your|one|our)sel(?:f|ves)\b"
+    r"|\b(?:cut|slash|slic|slit|carv)\w* (?:\w+ )?(?:wrists?|forearms?|thighs?)\b"
+)
 # A year in the 1800s or 1900s dates a scene: history, for the hate rule.
 _PAST_YEAR = re.compile(r"\b1[89]\d\d s?\b")
 
@@ -165,6 +173,8 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
         for m in without_safe(lists.context.find(norm), safe):
             for label in m.label.split("+"):
                 context.setdefault(label, []).append(m)
+    if context.get("dish_names") and (context.get("dish_context") or context.get("compound_heads")):
+        matches = without_safe(matches, context["dish_names"])  # "sex on the beach and a mojito"
     allowed = custom_matcher(policy.allowlist, "allow").find(norm) if policy.allowlist else []
     by: dict[str, list[Match]] = {}
     heads = {m.first_word for m in context.get("compound_heads", [])}
@@ -200,6 +210,12 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
     if hate := unless_allowed(hate):
         decisions.append(Decision("block", ("hate",), _evidence(hate), f"Blocked: {REASONS['hate']}."))
     self_harm = by.get("self_harm_graphic", [])
+    for reading in norm.variants[:2]:
+        joined = " ".join(t.text for t in reading)
+        if act := _SELF_HARM_ACT.search(joined):
+            word = reading[joined.count(" ", 0, act.start())].first_word
+            self_harm.append(Match("self_harm", act.group(0), norm.source(word, word), word, word))
+            break
     if not context.get("help"):
         self_harm += by.get("self_harm", [])
     if self_harm := unless_allowed(self_harm):

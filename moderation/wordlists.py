@@ -17,7 +17,9 @@ GATE_SECTIONS = (
     "self_harm", "self_harm_graphic",
 )
 # Words that change what a gate word means, matched separately (``context``).
-CONTEXT_SECTIONS = ("hate_glorify", "education", "help", "adult", "compound_heads")
+CONTEXT_SECTIONS = (
+    "hate_glorify", "education", "help", "adult", "compound_heads", "dish_names", "dish_context",
+)
 # Gate labels whose single words are also matched by sound ("nekkid", "seggs"); first wins.
 SOUNDALIKE_LABELS = ("sexual_minors", "sexual", "gore", "suggestive")
 SENSITIVE_SECTIONS = (
