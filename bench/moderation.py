@@ -1,13 +1,15 @@
-"""Moderation benchmark: `python bench/moderation.py` (CPU, offline, ~20 s).
+"""Moderation benchmark: `python bench/moderation.py` (CPU, offline, ~30 s).
 
-Prints prompt-gate latency per prompt, NSFW + face check latency per 512x512 image (our
+Prints prompt-gate latency per prompt (median, p95, p99; the target is p99 < 2 ms), NSFW + face check latency per 512x512 image (our
 in-memory array path side by side with NudeNet's own encoded-bytes path), and block recall /
-false-block rate per category on the labelled set tests/data/prompts.jsonl.
+false-block rate per category and per family (other languages, misspellings, ...) on the
+labelled set tests/data/prompts.jsonl. `--gate-only` skips the image part.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import statistics
 import sys
 import time
@@ -18,26 +20,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 from skimage import data  # noqa: E402
 
-from moderation.evaluate import FALSE_BLOCK_TARGET, RECALL_TARGET, evaluate, load_labelled  # noqa: E402
+from moderation.evaluate import evaluate, load_labelled  # noqa: E402
 from moderation.nsfw import NsfwDetector, check_image  # noqa: E402
 from moderation.policy import Policy  # noqa: E402
 from moderation.prompt_gate import check_prompt  # noqa: E402
 from moderation.wordlists import word_lists  # noqa: E402
 
 
-def timed(fn, repeat: int) -> list[float]:
+def timed(fn, repeat: int, clock=time.perf_counter) -> list[float]:
     out = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         fn()
-        out.append(time.perf_counter() - t)
+        out.append(clock() - t)
     return out
 
 
-def ms(xs: list[float]) -> str:
+GATE_P99_TARGET_MS = 2.0
+
+
+def percentile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
-    p95 = xs[min(len(xs) - 1, int(0.95 * len(xs)))]
-    return f"median {statistics.median(xs) * 1e3:7.3f} ms   p95 {p95 * 1e3:7.3f} ms"
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def ms(xs: list[float]) -> str:
+    return (f"median {statistics.median(xs) * 1e3:7.3f} ms   p95 {percentile(xs, 0.95) * 1e3:7.3f} ms"
+            f"   p99 {percentile(xs, 0.99) * 1e3:7.3f} ms")
 
 
 def main() -> None:
@@ -49,12 +58,27 @@ def main() -> None:
 
     print("\n== prompt gate (check_prompt, default policy, one core) ==")
     check_prompt("warm up", policy)
-    per_prompt = []
+    # Wall time includes waiting for a core when other processes run; the thread's CPU time is
+    # the gate's own work, so both are printed and the target is judged on the CPU time.
+    per_prompt, cpu = [], []
     for row in rows:
-        per_prompt += timed(lambda p=row.prompt, n=row.nsfw_channel: check_prompt(p, policy, nsfw_channel=n), 5)
-    print(f"labelled prompts ({len(rows)} x 5)    {ms(per_prompt)}")
+        call = lambda p=row.prompt, n=row.nsfw_channel: check_prompt(p, policy, nsfw_channel=n)  # noqa: E731
+        per_prompt += timed(call, 5)
+        cpu += timed(call, 5, time.thread_time)
+    print(f"labelled prompts ({len(rows)} x 5), wall {ms(per_prompt)}")
+    print(f"labelled prompts ({len(rows)} x 5), CPU  {ms(cpu)}")
+    p99 = percentile(cpu, 0.99) * 1e3
+    print(f"gate p99 {p99:.3f} ms CPU per prompt (target < {GATE_P99_TARGET_MS} ms): "
+          f"{'met' if p99 < GATE_P99_TARGET_MS else 'NOT met'}; wall p99 "
+          f"{percentile(per_prompt, 0.99) * 1e3:.3f} ms, {os.getloadavg()[0]:.1f} load average")
     long = "a calm lake at dawn with mist over the water, " * 217
     print(f"{len(long):,}-char prompt            {ms(timed(lambda: check_prompt(long, policy), 10))}")
+    if "--gate-only" not in sys.argv:
+        images_part(policy)
+    labelled_part(rows, policy)
+
+
+def images_part(policy: Policy) -> None:
 
     print("\n== NSFW + face check per 512x512 image (NudeNet 320n, CPU) ==")
     images = {
@@ -84,6 +108,8 @@ def main() -> None:
     ratio = statistics.median(bytes_times) / statistics.median(array_times)
     print(f"ratio PNG-bytes / array         {ratio:.2f}x")
 
+
+def labelled_part(rows: list, policy: Policy) -> None:
     print("\n== labelled set: default policy, channel as labelled ==")
     for title, subset in (
         ("first batch (the gate was developed against it)", [r for r in rows if not r.heldout]),
@@ -97,8 +123,7 @@ def main() -> None:
     print("\n".join(result.lines()))
     for row, why in result.misses:
         print(f"  MISS {row.expected} {row.category}: {row.prompt!r} -> {why}")
-    ok = result.block_recall >= RECALL_TARGET and result.false_block_rate <= FALSE_BLOCK_TARGET
-    print(f"\ntargets {'met' if ok else 'NOT met'}")
+    print(f"\ntargets {'met' if result.meets_targets else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -17,13 +17,16 @@ The score (0..1) is for logs and dashboards; the decision follows explicit rules
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 
 from PIL import Image
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
 
 from moderation.decision import Decision, combine
 from moderation.policy import Policy
-from moderation.text import Match, NormalizedText, normalize, without_safe
-from moderation.wordlists import custom_matcher, word_lists
+from moderation.text import Match, NormalizedText, is_common_word, normalize, without_safe
+from moderation.wordlists import custom_matcher, read_public_figures, word_lists
 
 CONTEXT_NAMES = {
     "sensitive_sexual": "sexual or undressing",
@@ -38,6 +41,89 @@ GATE_CONTEXT = {"sexual": "sensitive_sexual", "suggestive": "sensitive_sexual",
                 "gore": "sensitive_violence"}
 
 
+# Misspelled names: a listed spelling of at least this many letters (written as one word) also
+# matches at one edit (a letter dropped, added, changed or two swapped), and from
+# FUZZY_TWO_EDITS letters on at two.
+FUZZY_MIN_LEN = 6
+FUZZY_TWO_EDITS = 10
+FUZZY_MAX_WORDS = 3
+
+
+class FuzzyNameMatcher:
+    """Real people's names misspelled by one or two letters ("Tailor Swift", "Zuckerburg").
+
+    Runs of one to three prompt words are joined and compared with every listed spelling of
+    nearly the same length that starts with the same letter (rapidfuzz's optimal string
+    alignment distance: a letter dropped, added, changed, or two neighbours swapped). When the
+    run has as many words as the name, each word may differ by one edit at most, so two
+    ordinary words ("chris loans") do not pass for a name ("Chris Evans"). A single word that
+    is itself a common word never matches ("swifts", "madness"). Matches are weaker evidence
+    than exact names: the decision uses them only together with a compromising context.
+    """
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._exact: dict[str, str] = {}
+        self._words: dict[str, tuple[str, ...]] = {}
+        self._buckets: dict[tuple[str, int], list[str]] = {}
+        for spelling, canonical in names.items():
+            words = tuple(t.text for t in normalize(spelling).tokens)
+            key = "".join(words)
+            if len(key) >= FUZZY_MIN_LEN and key.isalpha():
+                self._exact.setdefault(key, canonical)
+                self._words.setdefault(key, words)
+        for key in self._exact:
+            self._buckets.setdefault((key[0], len(key)), []).append(key)
+        self._near: dict[tuple[str, int], list[str]] = {}  # spellings within 2 letters of length
+
+    def find(self, text: NormalizedText) -> list[Match]:
+        out: list[Match] = []
+        tokens = text.tokens
+        words = [t.text for t in tokens]
+        for i in range(len(words)):
+            joined = ""
+            for j in range(i, min(i + FUZZY_MAX_WORDS, len(words))):
+                joined += words[j]
+                if joined in self._exact:
+                    break  # written exactly: the exact matcher has it, and longer runs hold it
+                if len(joined) < FUZZY_MIN_LEN - 1 or not joined.isalpha():
+                    continue
+                hit = self._closest(joined, tuple(words[i : j + 1]))
+                if hit is not None and not (i == j and is_common_word(joined)):
+                    first, last = tokens[i].first_word, tokens[j].last_word
+                    out.append(Match(self._exact[hit], hit, text.source(first, last),
+                                     first, last, fuzzy=True))
+        return out
+
+    def _closest(self, joined: str, words: tuple[str, ...]) -> str | None:
+        bucket = (joined[0], len(joined))
+        choices = self._near.get(bucket)
+        if choices is None:
+            choices = self._near[bucket] = [
+                key for n in range(len(joined) - 2, len(joined) + 3)
+                for key in self._buckets.get((joined[0], n), ())
+            ]
+        if not choices:
+            return None
+        for key, dist, _ in process.extract(
+            joined, choices, scorer=OSA.distance, score_cutoff=2, limit=5
+        ):
+            if dist > (2 if len(key) >= FUZZY_TWO_EDITS else 1):
+                continue
+            name_words = self._words[key]
+            if len(name_words) == len(words) > 1 and any(
+                OSA.distance(a, b) > (1 if len(b) > 3 else 0)
+                for a, b in zip(words, name_words, strict=True)
+            ):
+                continue
+            return key
+        return None
+
+
+@cache
+def fuzzy_names() -> FuzzyNameMatcher:
+    return FuzzyNameMatcher(read_public_figures())
+
+
 @dataclass(frozen=True)
 class RiskAssessment:
     score: float
@@ -49,6 +135,7 @@ class RiskAssessment:
     init_faces: int = 0
     output_faces: int = 0
     reasons: tuple[str, ...] = ()
+    fuzzy_names: tuple[str, ...] = ()  # names that matched only misspelled
 
     @property
     def photoreal_wins(self) -> bool:
@@ -70,15 +157,23 @@ class RiskAssessment:
             "init_faces": self.init_faces,
             "output_faces": self.output_faces,
             "reasons": list(self.reasons),
+            "fuzzy_names": list(self.fuzzy_names),
         }
 
 
-def find_names(text: NormalizedText, policy: Policy, allowed: list[Match] = ()) -> list[Match]:
-    """Real people named in the prompt, minus safe phrases ("musk ox") and allowlisted names."""
+def find_names(
+    text: NormalizedText, policy: Policy, allowed: list[Match] = (), *, fuzzy: bool = True
+) -> list[Match]:
+    """Real people named in the prompt, minus safe phrases ("musk ox") and allowlisted names.
+
+    With ``fuzzy``, names misspelled by a letter or two come too, with ``fuzzy`` set."""
     lists = word_lists()
     found = lists.figures.find(text)
     if policy.public_figures:
         found += custom_matcher(policy.public_figures, "name").find(text)
+    if fuzzy:
+        found += [m for m in fuzzy_names().find(text)
+                  if not any(m.within(e) or e.within(m) for e in found)]
     found = without_safe(found, lists.safe_names.find(text))
     return without_safe(found, list(allowed))
 
@@ -96,7 +191,7 @@ def assess(
     policy = policy or Policy.default()
     norm = text if isinstance(text, NormalizedText) else normalize(text)
     lists = word_lists()
-    names = find_names(norm, policy, allowed)
+    names = find_names(norm, policy, allowed, fuzzy=False)
     safe = lists.safe.find(norm)
     photoreal = tuple(dict.fromkeys(m.term for m in lists.photoreal.find(norm)))
     stylised = tuple(dict.fromkeys(m.term for m in lists.stylised.find(norm)))
@@ -113,11 +208,22 @@ def assess(
             terms.append(m.term)
 
     canonical = tuple(dict.fromkeys(m.label for m in names))
+    fuzzy: tuple[str, ...] = ()
+    if not canonical and (sensitive or (policy.deepfake_level == "strict" and photoreal)):
+        # A misspelled name counts only in a compromising context, so look for one only then.
+        misspelled = without_safe(
+            [m for m in fuzzy_names().find(norm) if m.label not in canonical],
+            lists.safe_names.find(norm),
+        )
+        fuzzy = tuple(dict.fromkeys(m.label for m in without_safe(misspelled, list(allowed))))
     reasons: list[str] = []
     score = 0.0
     if canonical:
         score += 0.5
         reasons.append(f"names a real person: {', '.join(canonical)}")
+    elif fuzzy:
+        score += 0.3
+        reasons.append(f"names someone spelled like a real person: {', '.join(fuzzy)}")
     if init_faces:
         score += 0.3
         reasons.append(f"edits an uploaded photo with {init_faces} realistic face(s)")
@@ -148,6 +254,7 @@ def assess(
         init_faces=init_faces,
         output_faces=output_faces,
         reasons=tuple(reasons),
+        fuzzy_names=fuzzy,
     )
 
 
@@ -179,6 +286,13 @@ def decide(risk: RiskAssessment, policy: Policy | None = None) -> Decision:
         elif risk.output_faces and not risk.is_stylised:
             why = (f"it names a real person ({who}) and the image shows a realistic face; "
                    "ask for a clear style (caricature, oil painting, lego ...)")
+    elif risk.fuzzy_names and (
+        risk.sensitive or (level == "strict" and risk.photoreal_wins)
+    ):
+        who = ", ".join(risk.fuzzy_names)
+        what = (", ".join(CONTEXT_NAMES[k] for k in risk.sensitive) if risk.sensitive
+                else "photorealistic")
+        why = f"it names someone spelled like a real person ({who}) in a {what} context"
     elif risk.init_faces:
         if "sensitive_sexual" in risk.sensitive:
             why = "it edits an uploaded photo of a real face in a sexual or undressing context"

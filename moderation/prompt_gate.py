@@ -35,15 +35,35 @@ _NUMBER_WORDS = {
         "fifteen sixteen seventeen".split()
     )
 }
-# "12 year old", "12yo", "12 y o", "aged 12", "twelve years old" (on the normalised text).
-_AGE = re.compile(
-    r"\b(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r") ?(?:yo|y o|yrs? olds?|years? olds?|years? of age)\b"
-    r"|\b(?:aged?|age of) (\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")\b"
+# Words for "years old" after a number: English, then other languages as ``normalize`` spells
+# them (Russian "лет" -> "let", Japanese/Chinese "歳"/"岁" -> "sui", Korean "살" -> "sal").
+_AGE_UNITS = (
+    r"yo|y o|yrs? olds?|years? olds?|years? of age|anos|ans|jahre|jahrige\w*|anni|jaar|jarige"
+    r"|lat|let|letn\w*|roda|etov|khpovov|sui|sal|saal|yasinda\w*|tahun|godina|rocn\w*|eves"
+    r"|vuotias"
 )
+_NUMBER = r"(\d{1,2}|" + "|".join(_NUMBER_WORDS) + r")"
+# "12 year old", "12yo", "12 y o", "aged 12", "twelve years old", "12 лет" (normalised text).
+_AGE = re.compile(
+    r"\b" + _NUMBER + r" ?(?:" + _AGE_UNITS + r")\b|\b(?:aged?|age of) " + _NUMBER + r"\b"
+)
+# Acts of self-harm written with a reflexive pronoun ("to hang himself", "slicing her wrists"),
+# whatever the verb's form; on the normalised text.
+_SELF_HARM_ACT = re.compile(
+    r"\b(?:kill|hang|hung|shoot|shot|cut|slash|slic|slit|drown|stab|poison|starv|suffocat|strangl"
+    r"|electrocut|overdos|immolat|throw|threw|mutilat)\w* (?:\w+ )?"
+    r"(?:him|her|them|my|your|one|our)sel(?:f|ves)\b"
+    r"|\b(?:cut|slash|slic|slit|carv)\w* (?:\w+ )?(?:wrists?|forearms?|thighs?)\b"
+)
+# A year in the 1800s or 1900s dates a scene: history, for the hate rule.
+_PAST_YEAR = re.compile(r"\b1[89]\d\d s?\b")
 
 REASONS = {
     "sexual_minors": "sexual content involving minors is never allowed",
-    "hate": "hateful slurs and slogans are not allowed",
+    "hate": "hateful slurs, slogans, glorification of hate groups or genocide, and hate-group "
+            "rituals are not allowed (history and education are fine)",
+    "self_harm": "depictions of suicide or self-harm are not allowed (awareness and help are "
+                 "fine)",
     "sexual": "sexual or nude content",
     "gore": "graphic gore",
     "custom": "this server bans these words",
@@ -58,8 +78,33 @@ def _age_under_18(text: NormalizedText) -> list[Match]:
             raw = m.group(1) or m.group(2)
             age = _NUMBER_WORDS.get(raw, int(raw) if raw.isdigit() else 99)
             if age < 18:
-                found.append(Match("minor", m.group(0), m.group(0), 0, 0))
+                word = tokens[joined.count(" ", 0, m.start())].first_word
+                found.append(Match("minor", m.group(0), m.group(0), word, word))
     return found
+
+
+def _minor_is_meant(minors: list[Match], cues: list[Match], adults: list[Match]) -> bool:
+    """Whether a suggestive word is said of a child. Without a grown-up in the prompt it is;
+    with one, it goes with the nearest person word before it (or, failing that, after it):
+    "a mother in a bikini with her kids" is about the mother, "a boy in speedos next to his
+    dad" about the boy."""
+    if not adults:
+        return True
+    people = [(m.first_word, True) for m in minors] + [(m.first_word, False) for m in adults]
+    for cue in cues:
+        before = [p for p in people if p[0] < cue.first_word]
+        after = [p for p in people if p[0] > cue.last_word]
+        subject = max(before) if before else min(after) if after else None
+        if subject is None or subject[1]:
+            return True
+    return False
+
+
+def _compound(text: NormalizedText, match: Match, heads: set[int], people: set[int]) -> bool:
+    """A one-word sexual match right before a food, drink, animal or plant word names a thing
+    ("naked cake", "nude cat"), unless a person word follows that ("naked bunny girl")."""
+    after = match.last_word + 1
+    return match.first_word == match.last_word and after in heads and after + 1 not in people
 
 
 @lru_cache(maxsize=512)
@@ -120,16 +165,34 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
                         "Blocked: the prompt is empty (only spaces, emoji, symbols or invisible "
                         "characters); describe the image in words.")
     lists = word_lists()
-    matches = without_safe(lists.gate.find(norm), lists.safe.find(norm))
+    safe = lists.safe.find(norm)
+    # Listed words, then misspellings by sound of them ("nekkid", "seggs").
+    matches = without_safe(lists.gate.find(norm) + lists.soundalike.find(norm), safe)
+    context: dict[str, list[Match]] = {}
+    if matches:
+        for m in without_safe(lists.context.find(norm), safe):
+            for label in m.label.split("+"):
+                context.setdefault(label, []).append(m)
+    if context.get("dish_names") and (context.get("dish_context") or context.get("compound_heads")):
+        matches = without_safe(matches, context["dish_names"])  # "sex on the beach and a mojito"
     allowed = custom_matcher(policy.allowlist, "allow").find(norm) if policy.allowlist else []
     by: dict[str, list[Match]] = {}
+    heads = {m.first_word for m in context.get("compound_heads", [])}
+    people = {m.first_word for m in matches if m.label == "minor"}
+    people |= {m.first_word for m in context.get("adult", [])}
     for m in matches:
+        if m.label == "sexual" and heads and _compound(norm, m, heads, people):
+            continue
         by.setdefault(m.label, []).append(m)
 
     decisions: list[Decision] = []
     minors = by.get("minor", []) + _age_under_18(norm)
-    sexualish = by.get("sexual", []) + by.get("suggestive", [])
-    if by.get("sexual_minors") or (minors and sexualish):
+    explicit = by.get("sexual", [])
+    suggestive = by.get("suggestive", [])
+    sexualish = explicit + suggestive
+    if by.get("sexual_minors") or (minors and explicit) or (
+        minors and suggestive and _minor_is_meant(minors, suggestive, context.get("adult", []))
+    ):
         evidence = _evidence(by.get("sexual_minors", []) + (minors + sexualish if sexualish else []))
         decisions.append(Decision("block", ("sexual_minors",), evidence,
                                   f"Blocked: {REASONS['sexual_minors']}."))
@@ -137,8 +200,27 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
     def unless_allowed(ms: list[Match]) -> list[Match]:
         return without_safe(ms, allowed) if allowed else ms
 
-    if hate := unless_allowed(by.get("hate", [])):
+    hate = by.get("hate", [])
+    history = context.get("education") or _PAST_YEAR.search(norm.text)
+    if not history:
+        hate += by.get("hate_ritual", [])
+        if glorify := context.get("hate_glorify"):
+            entities = by.get("hate_entity", [])
+            hate += entities + glorify if entities else []
+    if hate := unless_allowed(hate):
         decisions.append(Decision("block", ("hate",), _evidence(hate), f"Blocked: {REASONS['hate']}."))
+    self_harm = by.get("self_harm_graphic", [])
+    for reading in norm.variants[:2]:
+        joined = " ".join(t.text for t in reading)
+        if act := _SELF_HARM_ACT.search(joined):
+            word = reading[joined.count(" ", 0, act.start())].first_word
+            self_harm.append(Match("self_harm", act.group(0), norm.source(word, word), word, word))
+            break
+    if not context.get("help"):
+        self_harm += by.get("self_harm", [])
+    if self_harm := unless_allowed(self_harm):
+        decisions.append(Decision("block", ("self_harm",), _evidence(self_harm),
+                                  f"Blocked: {REASONS['self_harm']}."))
     for category in ("sexual", "gore"):
         if found := unless_allowed(by.get(category, [])):
             decisions.append(_channel_rule(category, found, policy, nsfw_channel))

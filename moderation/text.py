@@ -31,6 +31,13 @@ _PIECE = re.compile(r"[a-z0-9]+")
 _HAS_LETTER = re.compile(r"[a-z]")
 _MASKED = re.compile(r"[a-z]+\*+[a-z*]*[a-z]")  # letters on both sides of the stars
 _REPEATS = re.compile(r"([a-z])\1{2,}")  # "nuuuude" -> "nude"
+# Scripts written without spaces between words or with particles attached to words: their list
+# entries are matched as substrings of the prompt in its own script (see ``script_text``).
+_SCRIPT_CHARS = re.compile(
+    "[\u0590-\u05ff\u0600-\u06ff\u0750-\u077f\u0900-\u0dff\u0e00-\u0e7f"
+    "\u1100-\u11ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+)
+_SPACES = re.compile(r"\s+")
 MIN_JOINED_RUN = 3  # "n u d e": runs of at least this many single letters are joined
 MIN_SPLIT_RUN = 7  # joined runs this long are also searched for a listed word at either end
 
@@ -93,6 +100,21 @@ def fold_char(ch: str) -> str:
     if stripped and stripped.isascii():
         return stripped.lower()
     return unidecode(ch).lower()
+
+
+def script_text(text: str) -> str:
+    """The prompt in its own script for substring matching: NFKC (half-width kana, presentation
+    forms), lower case, invisible format characters removed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def _word_index(text: NormalizedText, found: str) -> int:
+    """The original word holding a substring match, for evidence."""
+    for i, word in enumerate(text.words):
+        if found in script_text(word):
+            return i
+    return 0
 
 
 def fold(text: str) -> str:
@@ -180,6 +202,7 @@ class Match:
     source: str
     first_word: int
     last_word: int
+    fuzzy: bool = False  # found by sound or spelling distance, not as written in a list
 
     def within(self, other: Match) -> bool:
         return other.first_word <= self.first_word and self.last_word <= other.last_word
@@ -194,16 +217,34 @@ class TermMatcher:
 
     def __init__(self, terms: dict[str, str]) -> None:
         self._phrases: dict[tuple[str, ...], tuple[str, str]] = {}
+        self._stems: dict[str, tuple[str, str]] = {}  # "nackt*": any word starting "nackt"
+        script: dict[str, tuple[str, str]] = {}
         for term, label in terms.items():
-            key = tuple(t.text for t in normalize(term).tokens)
-            if key:
+            if _SCRIPT_CHARS.search(term):
+                script.setdefault(script_text(term), (label, term))
+                continue
+            stem = term.endswith("*")
+            key = tuple(t.text for t in normalize(term.rstrip("*")).tokens)
+            if stem and len(key) == 1:
+                self._stems.setdefault(key[0], (label, term))
+            elif key:
                 self._phrases.setdefault(key, (label, " ".join(key)))
         self._max_len = max((len(k) for k in self._phrases), default=0)
         self._first = frozenset(k[0] for k in self._phrases)  # most tokens start no phrase
         self._single = [k[0] for k in self._phrases if len(k) == 1]
+        self._stem_lengths = sorted({len(k) for k in self._stems})
+        self._script = script
+        self._script_re = (
+            re.compile("|".join(re.escape(t) for t in sorted(script, key=len, reverse=True)))
+            if script else None
+        )
 
     def __len__(self) -> int:
-        return len(self._phrases)
+        return len(self._phrases) + len(self._stems) + len(self._script)
+
+    def terms(self) -> dict[str, str]:
+        """Single-word entries (normalised) -> label, e.g. for sound-alike matching."""
+        return {k[0]: label for k, (label, _) in self._phrases.items() if len(k) == 1}
 
     def find(self, text: NormalizedText) -> list[Match]:
         found: dict[tuple[str, int, int], Match] = {}
@@ -228,6 +269,12 @@ class TermMatcher:
                         found[(term, first, last)] = Match(
                             label, term, text.source(first, last), first, last
                         )
+        if self._stems:
+            for match in self._find_stems(text):
+                found.setdefault((match.term, match.first_word, match.last_word), match)
+        if self._script_re is not None and not text.original.isascii():
+            for match in self._find_script(text):
+                found.setdefault((match.term, match.first_word, match.last_word), match)
         for tokens in text.variants:
             for tok in tokens:
                 if tok.joined and len(tok.text) >= MIN_SPLIT_RUN:
@@ -236,6 +283,40 @@ class TermMatcher:
         for match in self._find_masked(text):
             found.setdefault((match.term, match.first_word, match.last_word), match)
         return _drop_nested(list(found.values()))
+
+    def _find_stems(self, text: NormalizedText) -> list[Match]:
+        """Inflected forms: a "nackt*" entry matches "nackte", "nackten" (a word longer than
+        the stem, or the stem itself)."""
+        out = []
+        for tokens in text.variants:
+            for tok in tokens:
+                word = tok.text
+                for n in self._stem_lengths:
+                    if n > len(word):
+                        break
+                    hit = self._stems.get(word[:n])
+                    if hit is not None:
+                        label, term = hit
+                        out.append(Match(label, term, text.source(tok.first_word, tok.last_word),
+                                         tok.first_word, tok.last_word))
+        return out
+
+    def _find_script(self, text: NormalizedText) -> list[Match]:
+        """Words in scripts without spaces between words (CJK, Thai) or with attached
+        particles (Arabic, Hebrew, Indic): found anywhere, also with spaces squeezed out."""
+        subject = script_text(text.original)
+        out, seen = [], set()
+        for m in self._script_re.finditer(subject):
+            seen.add(m.group(0))
+            label, term = self._script[m.group(0)]
+            index = _word_index(text, m.group(0))
+            out.append(Match(label, term, text.source(index, index), index, index))
+        for m in self._script_re.finditer(_SPACES.sub("", subject)):
+            if m.group(0) not in seen:  # split by spaces ("裸 体"): evidence from its first word
+                label, term = self._script[m.group(0)]
+                index = _word_index(text, m.group(0)[0])
+                out.append(Match(label, term, text.source(index, index), index, index))
+        return out
 
     def _find_in_run(self, text: NormalizedText, tok: Token) -> list[Match]:
         """A long run of spaced letters may hold several words ("n u d e w o m a n"): a listed
@@ -283,3 +364,133 @@ def _drop_nested(matches: list[Match]) -> list[Match]:
 def without_safe(matches: list[Match], safe: list[Match]) -> list[Match]:
     """Drop matches that sit inside a safe phrase ("nude lipstick", "musk ox")."""
     return [m for m in matches if not any(m.within(s) for s in safe)]
+
+
+# Common words are never read as misspellings: "node" is not "nude", "sax" is not "sex", Italian
+# "tetto" (roof) is not "tits". A word counts as common from this Zipf frequency on (wordfreq's
+# scale: 3 = once per million words) in English or one of the other listed languages.
+COMMON_ZIPF_EN = 3.0
+COMMON_ZIPF_OTHER = 3.0
+COMMON_LANGUAGES = ("fr", "de", "es", "it", "pt", "nl", "sv", "pl", "tr", "id")
+MIN_SOUNDALIKE_LEN = 4
+SOUNDALIKE_CACHE = 1 << 16  # words remembered (prompts reuse a small vocabulary)
+
+
+@lru_cache(maxsize=1 << 14)
+def is_common_word(word: str) -> bool:
+    """Whether ``word`` is an ordinary word in English or another common prompt language.
+
+    Backed by ``wordfreq``'s small lists (frequencies from Wikipedia, subtitles, news, books,
+    web text), which load in about 50 ms per language on first use.
+    """
+    from wordfreq import zipf_frequency
+
+    english = [word, word[:-1]] if word.endswith("s") and len(word) > 4 else [word]
+    if any(zipf_frequency(w, "en", wordlist="small") >= COMMON_ZIPF_EN for w in english):
+        return True  # plurals too: "tutus"
+        return True
+    return any(
+        zipf_frequency(word, lang, wordlist="small") >= COMMON_ZIPF_OTHER
+        for lang in COMMON_LANGUAGES
+    )
+
+
+def _mostly_latin(word: str) -> bool:
+    letters = [c for c in word if c.isalpha()]
+    latin = sum(1 for c in letters if c.isascii() or "LATIN" in unicodedata.name(c, ""))
+    return latin * 2 >= len(letters)
+
+
+def _squeeze(word: str) -> str:
+    """A rough sound spelling for comparing words: letters with the same sound written alike,
+    double letters once ("secks" ~ "sex": both "seks"; "nekkid" ~ "nekid")."""
+    for pattern, sound in _SOUND_SPELLINGS:
+        word = pattern.sub(sound, word)
+    return _DOUBLES.sub(r"\1", word)
+
+
+_DOUBLES = re.compile(r"([a-z])\1+")
+_SOUND_SPELLINGS = tuple(
+    (re.compile(p), s)
+    for p, s in (("ph", "f"), ("ck", "k"), ("x", "ks"), ("c(?=[eiy])", "s"), ("[cq]", "k"),
+                 ("z", "s"))
+)
+
+
+def sound_keys(word: str) -> tuple[str, ...]:
+    """Two phonetic codes (Metaphone, NYSIIS): spellings that sound alike share one."""
+    import jellyfish
+
+    keys = []
+    if len(meta := jellyfish.metaphone(word)) >= 2:
+        keys.append("m" + meta)
+    if len(nysiis := jellyfish.nysiis(word)) >= 2:
+        keys.append("n" + nysiis)
+    return tuple(keys)
+
+
+class SoundAlikeMatcher:
+    """Misspellings by sound of listed single words: letters dropped, doubled or swapped for
+    ones that sound the same ("nekkid", "seggs", "hentia", "vajina", "pornografy").
+
+    A prompt word matches a listed word when they share a phonetic code, their spellings (double
+    letters squeezed) differ by at most two edits and by at most half the listed word, and the
+    prompt word is not itself a common word (``is_common_word``). Leetspeak, look-alike letters
+    and spacing are undone first by ``normalize``, as for exact matching.
+    """
+
+    def __init__(self, terms: dict[str, str], priority: tuple[str, ...] = ()) -> None:
+        self._terms = {
+            t: label for t, label in terms.items() if t.isascii() and t.isalpha() and len(t) >= 3
+        }
+        self._known = frozenset(terms)
+        self._rank = {label: i for i, label in enumerate(priority)}
+        self._cache: dict[str, str | None] = {}  # prompt word -> listed word or None
+        self._by_key: dict[str, list[str]] = {}
+        for term in self._terms:
+            for key in sound_keys(term):
+                # A three-letter word needs a three-letter code: "sex" (SKS) yes, "cum" (KM) no.
+                if len(term) >= MIN_SOUNDALIKE_LEN or len(key) > 3:
+                    self._by_key.setdefault(key, []).append(term)
+
+    def _closest(self, word: str) -> str | None:
+        """The listed word ``word`` is a misspelling of, if any (best label, then fewest edits)."""
+        from rapidfuzz.distance import OSA
+
+        candidates = {t for key in sound_keys(word) for t in self._by_key.get(key, ())}
+        best: tuple[int, int, str] | None = None
+        for term in candidates:
+            limit = min(2, max(1, (len(term) + 1) // 2))
+            dist = OSA.distance(_squeeze(word), _squeeze(term), score_cutoff=limit)
+            if dist <= limit:
+                rank = self._rank.get(self._terms[term], len(self._rank))
+                best = min(best or (rank, dist, term), (rank, dist, term))
+        if best is None or is_common_word(word):
+            return None
+        return best[2]
+
+    def find(self, text: NormalizedText) -> list[Match]:
+        out: list[Match] = []
+        seen: set[str] = set()
+        for tokens in text.variants:
+            for tok in tokens:
+                word = tok.text
+                if word in seen or len(word) < MIN_SOUNDALIKE_LEN or word in self._known:
+                    continue
+                seen.add(word)
+                if not word.isalpha() or (word.endswith("s") and word[:-1] in self._known):
+                    continue
+                if not _mostly_latin(" ".join(text.words[tok.first_word : tok.last_word + 1])):
+                    continue  # a transliteration ("дети" -> "deti") is no misspelling
+                term = self._cache.get(word, "")
+                if term == "":
+                    term = self._closest(word)
+                    if len(self._cache) >= SOUNDALIKE_CACHE:
+                        self._cache.clear()
+                    self._cache[word] = term
+                if term is None:
+                    continue
+                out.append(Match(self._terms[term], term,
+                                 text.source(tok.first_word, tok.last_word),
+                                 tok.first_word, tok.last_word, fuzzy=True))
+        return out

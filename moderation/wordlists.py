@@ -10,13 +10,30 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-from moderation.text import TermMatcher
+from moderation.text import SoundAlikeMatcher, TermMatcher
 
-GATE_SECTIONS = ("sexual", "suggestive", "minor", "sexual_minors", "gore", "hate")
+GATE_SECTIONS = (
+    "sexual", "suggestive", "minor", "sexual_minors", "gore", "hate", "hate_entity", "hate_ritual",
+    "self_harm", "self_harm_graphic",
+)
+# Words that change what a gate word means, matched separately (``context``).
+CONTEXT_SECTIONS = (
+    "hate_glorify", "education", "help", "adult", "compound_heads", "dish_names", "dish_context",
+)
+# Gate labels whose single words are also matched by sound ("nekkid", "seggs"); first wins.
+SOUNDALIKE_LABELS = ("sexual_minors", "sexual", "gore", "suggestive")
 SENSITIVE_SECTIONS = (
     "sensitive_sexual", "sensitive_violence", "sensitive_crime", "sensitive_drugs",
     "sensitive_politics",
 )
+
+
+def read_terms() -> dict[str, list[str]]:
+    """terms.txt with multilingual.txt merged in (terms.txt first in every section)."""
+    sections = read_sections("terms.txt")
+    for name, entries in read_sections("multilingual.txt").items():
+        sections.setdefault(name, []).extend(entries)
+    return sections
 
 
 def read_sections(name: str) -> dict[str, list[str]]:
@@ -51,17 +68,25 @@ def read_public_figures() -> dict[str, str]:
     return names
 
 
-def _matcher(sections: dict[str, list[str]], wanted: tuple[str, ...]) -> TermMatcher:
+def _matcher(
+    sections: dict[str, list[str]], wanted: tuple[str, ...], *, all_labels: bool = False
+) -> TermMatcher:
+    """With ``all_labels`` a term in several sections gets them all, joined by "+"."""
     terms: dict[str, str] = {}
     for section in wanted:
         for term in sections.get(section, []):
-            terms.setdefault(term, section)
+            if all_labels and term in terms and section not in terms[term].split("+"):
+                terms[term] += "+" + section
+            else:
+                terms.setdefault(term, section)
     return TermMatcher(terms)
 
 
 @dataclass(frozen=True)
 class WordLists:
     gate: TermMatcher  # labels: the GATE_SECTIONS
+    soundalike: SoundAlikeMatcher  # labels: the SOUNDALIKE_LABELS
+    context: TermMatcher  # labels: the CONTEXT_SECTIONS, "+"-joined where a word is in several
     safe: TermMatcher
     safe_names: TermMatcher
     photoreal: TermMatcher
@@ -73,12 +98,19 @@ class WordLists:
 @cache
 def word_lists() -> WordLists:
     """Built on first use (about 0.1 s), then shared by every check."""
-    s = read_sections("terms.txt")
+    s = read_terms()
     # A term in two gate sections keeps its first label; "loli" is listed under both minor and
     # sexual_minors, and must count as sexual_minors on its own.
     gate_order = ("sexual_minors",) + tuple(x for x in GATE_SECTIONS if x != "sexual_minors")
+    gate = _matcher(s, gate_order)
+    # Sound-alikes of the main (mostly English) lists only: across languages every short word
+    # sounds like some listed one ("deti" like Italian "tette").
+    main = _matcher(read_sections("terms.txt"), gate_order).terms()
+    sounds = {t: label for t, label in main.items() if label in SOUNDALIKE_LABELS}
     return WordLists(
-        gate=_matcher(s, gate_order),
+        gate=gate,
+        soundalike=SoundAlikeMatcher(sounds, SOUNDALIKE_LABELS),
+        context=_matcher(s, CONTEXT_SECTIONS, all_labels=True),
         safe=_matcher(s, ("safe_phrases",)),
         safe_names=_matcher(s, ("safe_names",)),
         photoreal=_matcher(s, ("photoreal",)),

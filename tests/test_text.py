@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moderation.text import TermMatcher, fold, normalize
+from moderation.text import SoundAlikeMatcher, TermMatcher, fold, is_common_word, normalize
 
 NUDE = TermMatcher({"nude": "sexual", "lego figure": "stylised", "lego": "stylised"})
 
@@ -96,3 +96,66 @@ def test_star_masked_words() -> None:
     assert [m.term for m in sexual.find(normalize("a n*de woman"))] == ["nude"]
     assert [m.term for m in sexual.find(normalize("p**n"))] == ["porn"]
     assert sexual.find(normalize("n** or *ude*")) == []
+
+
+# --- inflections, other scripts, sound-alikes, common words ---------------------------------------
+
+
+def test_a_stem_entry_matches_inflected_forms_only_at_the_start_of_a_word() -> None:
+    naked = TermMatcher({"nackt*": "sexual"})
+    for text in ["nackt", "nackte Frau", "ein nackter Mann", "NACKTEN"]:
+        assert [m.term for m in naked.find(normalize(text))] == ["nackt*"], text
+    assert naked.find(normalize("unnackt gibt es nicht")) == []
+
+
+@pytest.mark.parametrize(
+    "text", ["裸体女人", "裸 体 女人", "一个裸体的女人", "امرأة عارية", "नग्न महिला", "ヌードの女性"]
+)
+def test_words_in_scripts_without_spaces_match_inside_longer_text(text: str) -> None:
+    matcher = TermMatcher({"裸体": "sexual", "عارية": "sexual", "नग्न": "sexual", "ヌード": "sexual"})
+    matches = matcher.find(normalize(text))
+    assert matches and matches[0].label == "sexual", text
+    assert matches[0].source in text  # evidence names the original word
+
+
+def test_cyrillic_and_greek_entries_survive_lookalike_folding() -> None:
+    matcher = TermMatcher({"голая": "sexual", "γυμνή": "sexual"})
+    assert matcher.find(normalize("голая девушка"))
+    assert matcher.find(normalize("γυμνή γυναίκα"))
+    assert matcher.find(normalize("гoлая"))  # Latin o inside the Cyrillic word
+    assert matcher.find(normalize("голова льва")) == []  # "head", shares the first letters
+
+
+SOUNDS = SoundAlikeMatcher(
+    {"naked": "sexual", "nude": "sexual", "sex": "sexual", "hentai": "sexual", "vagina": "sexual",
+     "pornography": "sexual", "tits": "sexual", "cum": "sexual", "sexy": "suggestive"},
+    ("sexual", "suggestive"),
+)
+
+
+@pytest.mark.parametrize(
+    ("word", "listed"),
+    [("nekkid", "naked"), ("nakid", "naked"), ("noods", "nude"), ("seggs", "sex"),
+     ("secks", "sex"), ("hentia", "hentai"), ("nakkid", "naked"), ("pornografy", "pornography"),
+     ("s3ggs", "sex")],
+)
+def test_misspellings_by_sound_match_the_listed_word(word: str, listed: str) -> None:
+    (match,) = SOUNDS.find(normalize(f"a {word} photo"))
+    assert match.term == listed and match.fuzzy and match.source == word
+
+
+@pytest.mark.parametrize(
+    "word", ["node", "nodes", "sax", "sacks", "sets", "nuit", "tetto", "honda", "comm", "need",
+             "noodle", "naked", "deti"],
+)
+def test_common_words_in_any_listed_language_are_not_misspellings(word: str) -> None:
+    assert SOUNDS.find(normalize(word)) == [], word
+
+
+def test_transliterated_words_are_not_read_as_english_misspellings() -> None:
+    assert SOUNDS.find(normalize("дети играют")) == []  # "deti" sounds like Italian "tette"
+
+
+def test_is_common_word_covers_several_languages() -> None:
+    assert is_common_word("table") and is_common_word("nuit") and is_common_word("tetto")
+    assert not is_common_word("nekkid") and not is_common_word("seggs")
