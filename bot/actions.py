@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import gate
+from bot.accept import Acceptor
 from bot.client import interaction_delivery
 from bot.delivery import Delivery
 from bot.guild_settings import GuildSettingsStore
@@ -49,7 +50,13 @@ class Actions:
         self.store = services.store
         self.user_settings = UserSettingsStore(services.store)
         self.guild_settings = GuildSettingsStore(services.store)
-        self.delivery = Delivery(client, services.store)
+        self.delivery = Delivery(
+            client,
+            services.store,
+            attempts=self.settings.discord.delivery_attempts,
+            backoff_s=self.settings.discord.delivery_backoff_s,
+        )
+        self.acceptor = Acceptor(self)  # rate limit, cap slot, durable record, ack
         self.progress = ProgressEditor(client, self.settings.discord.progress_interval_s)
         from bot.info import EnergyMeter
 
@@ -126,8 +133,8 @@ class Actions:
     ) -> None:
         defaults = await self.user_settings.get(interaction.user.id)
         private = defaults.private if private is None else private
-        await defer_thinking(interaction, ephemeral=private)
         try:
+            await self.acceptor.accept(interaction, ephemeral=private)
             params = self._merge_options(
                 parse_prompt(
                     prompt,
@@ -290,12 +297,11 @@ class Actions:
         if worker is None:
             raise UserInputError("the image worker is not running; ask an admin to check the bot")
         guild = await self.guild_settings.get(interaction.guild_id)
-        cap = guild.cap_for(interaction.user.id)
-        if cap is not None and await self.store.count_active(interaction.user.id) >= cap:
-            raise UserInputError(
-                f"you already have {cap} jobs queued or running (this server's limit for you); "
-                "wait for one to finish or /cancel one"
-            )
+        # Reserved when the interaction was accepted (bot/accept.py); else here, atomically.
+        reservation = interaction.extras.get("reservation")
+        if reservation is None or not reservation.held:
+            user_id = interaction.user.id
+            reservation = worker.admission.reserve(user_id, guild.cap_for(user_id))
         member_roles = list(getattr(interaction.user, "roles", []))
         roles = [r.id for r in member_roles]
         credited = [interaction.user.id]
@@ -315,6 +321,7 @@ class Actions:
                 guild.weight_for(roles), worker.weight_for_roles(r.name for r in member_roles)
             ),
             delivery=interaction_delivery(interaction, **delivery),
+            reservation=reservation,
         )
 
     # --- buttons, modal, reactions ----------------------------------------------------------
@@ -333,9 +340,9 @@ class Actions:
         """Upscale, variation or reroll of a finished job, charged to whoever pressed."""
         parent = await self.store.get_job(job_id)
         private = bool(parent and parent.delivery.get("private"))
-        if not deferred:
-            await defer_thinking(interaction, ephemeral=private)
         try:
+            if not deferred:
+                await self.acceptor.accept(interaction, ephemeral=private, press=True)
             parent = await self._usable_parent(interaction, parent, job_id)
             request, extra = await self._derived_request(parent, kind, index, strong, prompt)
             extra.update(await self._gate(interaction, request.prompt))
@@ -441,8 +448,8 @@ class Actions:
     ) -> None:
         parent = await self.store.get_job(job_id)
         private = bool(parent and parent.delivery.get("private"))
-        await defer_thinking(interaction, ephemeral=private)
         try:
+            await self.acceptor.accept(interaction, ephemeral=private, press=True)
             count = int(parent.params.get("count") or 1) if parent else 1
             words = (image_field or "").lower().split()
             if not words:
@@ -501,6 +508,10 @@ class Actions:
         channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         actor = _ReactionActor(payload, self.client.get_channel(payload.channel_id) or channel)
         try:
+            # Rate limit and cap first: a refused reaction posts no "queued..." placeholder.
+            if not self.acceptor.check_reaction(payload.user_id):
+                return  # over the limit and already told so in this window
+            await self.acceptor.reserve(actor)
             parent = await self._usable_parent(actor, await self.store.get_job(job_id), job_id)  # type: ignore[arg-type]
             request, extra = await self._derived_request(
                 parent, kind, 0 if kind != "reroll" else None, False, None
@@ -524,6 +535,8 @@ class Actions:
                 delete_after=30,
                 allowed_mentions=discord.AllowedMentions(users=[discord.Object(payload.user_id)]),
             )
+        finally:
+            await self.acceptor.answered(actor)
 
     # --- replies ----------------------------------------------------------------------------------
 
@@ -548,6 +561,7 @@ class Actions:
             await interaction.followup.send(message, ephemeral=True)
         except discord.HTTPException as exc:
             log.warning("could not tell the user about an error (%s): %s", exc.status, message)
+        await self.acceptor.answered(interaction)  # told (or tried): nothing to recover
 
     # --- user commands ----------------------------------------------------------------------------
 
@@ -655,6 +669,7 @@ class _ReactionActor:
         self.guild_id = payload.guild_id
         self.channel_id = payload.channel_id
         self.channel = channel
+        self.extras: dict[str, Any] = {}
         self.application_id = None
         self.token = None
         self.filesize_limit = None
