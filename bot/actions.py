@@ -24,7 +24,7 @@ from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
 from bot.progress import ProgressEditor, preview_png, progress_text, queue_text
 from bot.user_settings import UserSettingsStore
 from generation.errors import UserInputError
-from generation.images import MAX_INPUT_BYTES, load_image
+from generation.images import load_image
 from generation.jobs import ImageRecord, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -198,23 +198,9 @@ class Actions:
         return request.replace(steps=steps)
 
     async def _read_attachment(self, attachment: discord.Attachment) -> Any:
-        if attachment.size > MAX_INPUT_BYTES:
-            raise UserInputError(
-                f"the attached image is {attachment.size / 2**20:.1f} MiB; "
-                f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
-            )
-        if attachment.content_type and not attachment.content_type.startswith("image/"):
-            raise UserInputError(
-                f"the attachment {attachment.filename!r} is {attachment.content_type}, not an image "
-                "(PNG, JPEG, WebP, GIF, BMP are accepted)"
-            )
-        try:
-            data = await attachment.read()
-        except discord.HTTPException as exc:
-            raise UserInputError(
-                f"could not download the attachment ({exc.status}); try again"
-            ) from None
-        return await asyncio.to_thread(load_image, data, what="the attached image")
+        from bot.uploads import read_upload
+
+        return await read_upload(attachment, self.settings)
 
     async def _gate(
         self, interaction: discord.Interaction, prompt: str, init_image: Any = None
@@ -390,7 +376,9 @@ class Actions:
             "prompt": shown_prompt,
             "summary": parent.delivery.get("summary", ""),
         }
-        base = await asyncio.to_thread(GenerationRequest.from_params, parent.params)
+        # Without its init image: dropped just below, and it may have expired (retention).
+        params = {**parent.params, "init_image": None}
+        base = await asyncio.to_thread(GenerationRequest.from_params, params)
         base = base.replace(init_image=None, kind="imagine")
         seed = None
         if prompt is not None:
@@ -423,6 +411,10 @@ class Actions:
             raise UserInputError(f"job {parent.id} has no image {index + 1}")
         if gate.image_blocked(record):
             raise UserInputError(f"image {index + 1} of job {parent.id} was withheld by moderation")
+        if parent.delivery.get("files_expired"):  # generation/retention.py
+            raise UserInputError(
+                f"the images of job {parent.id} were deleted ({parent.delivery['files_expired']})"
+            )
         return await asyncio.to_thread(load_image, record.path, what=f"image {index + 1}")
 
     async def open_remix(self, interaction: discord.Interaction, job_id: str) -> None:
@@ -618,15 +610,9 @@ class Actions:
 
         await defer_thinking(interaction, ephemeral=True)
         try:
-            if image.size > MAX_INPUT_BYTES:
-                raise UserInputError(
-                    f"the image is {image.size / 2**20:.1f} MiB; "
-                    f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
-                )
-            try:
-                data = await image.read()
-            except discord.HTTPException as exc:
-                raise UserInputError(f"could not download the image ({exc.status})") from None
+            from bot.uploads import download_upload
+
+            data = await download_upload(image, self.settings, what="the image")
             result = await lookup(self.store, data)
         except UserInputError as exc:
             await self.refuse(interaction, str(exc))

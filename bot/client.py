@@ -65,6 +65,7 @@ class ImagineBot(commands.Bot):
         self.actions.acceptor.attach(self)  # raw interaction payloads, recorded before the ack
         self.tree.on_error = self.on_app_command_error
         self.runner_task: asyncio.Task[None] | None = None
+        self.background: list[asyncio.Task[None]] = []  # e.g. the retention sweep
 
     async def setup_hook(self) -> None:
         from bot.views import DYNAMIC_ITEMS
@@ -153,12 +154,21 @@ async def start_bot(
         await services.worker.start()
         # Interactions acknowledged before a crash but never turned into a job: finish them.
         await bot.actions.acceptor.recover(bot)
+    from generation import retention
+
+    bot.background.append(
+        asyncio.create_task(retention.run(services.store, settings), name="retention")
+    )
     return bot
 
 
 async def stop_bot(bot: ImagineBot, *, finish_running: bool = True) -> None:
     """Graceful stop: the worker finishes (or re-queues) its running job and delivers it, then
     the client disconnects. Queued jobs stay in the store for the next start."""
+    for task in bot.background:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     worker = bot.services.worker
     if worker is not None:
         await worker.stop(finish_running=finish_running)

@@ -444,6 +444,40 @@ class Store:
             row = await cur.fetchone()
         return ImageRecord.from_row(row) if row else None
 
+    # --- retention (see generation/retention.py) ------------------------------------------------
+
+    async def unfinished_job_ids(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are still queued or running (their files are still needed)."""
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            rows = await self.db.execute_fetchall(
+                f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) "
+                "AND status IN ('queued', 'running')",
+                chunk,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def results_finished_before(
+        self, cutoff: float, *, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """(job id, result folder) of finished, delivered jobs older than ``cutoff``."""
+        rows = await self.db.execute_fetchall(
+            "SELECT id, result_dir FROM jobs WHERE result_dir IS NOT NULL "
+            "AND finished_at < ? AND delivered_at IS NOT NULL ORDER BY finished_at LIMIT ?",
+            (cutoff, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def forget_results(self, job_id: str, why: str) -> None:
+        """The job's files are gone: it keeps its row and says why it has no images."""
+        await self._update(
+            "UPDATE jobs SET result_dir = NULL, grid_path = NULL, "
+            "delivery = json_patch(delivery, ?) WHERE id = ?",
+            (json.dumps({"files_expired": why}), job_id),
+        )
+
     # --- accepted interactions (see bot/accept.py) ----------------------------------------------
 
     async def record_accepted(self, rows: list[AcceptedInteraction]) -> None:
