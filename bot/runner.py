@@ -53,12 +53,15 @@ async def run(settings: Settings, *, sync_commands: bool = True) -> None:
     from generation.engine import Engine
     from generation.logging_setup import setup_logging
     from generation.metrics import start_metrics_server
+    from generation.private_files import private_umask, secure_data_dir
     from generation.store import Store
     from generation.worker import Worker
 
+    private_umask()  # everything the bot writes is owner-only, whatever the admin's umask
     token = settings.discord_token()
     setup_logging(settings, extra_secrets=[token] if token else [])
     preflight(settings)
+    secure_data_dir(settings)  # and what an older version or a restore left readable
     if not token:
         raise UserInputError("no Discord bot token: set DISCORD_TOKEN or discord.token_file")
     store = await Store.open(settings.db_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import aiosqlite
 
 from generation.errors import UserInputError
 from generation.jobs import ImageRecord, Job, JobKind, JobStatus, Processed
+from generation.private_files import make_private_dir
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -182,7 +184,10 @@ class Store:
             raise StoreError(f"database {path} does not exist")
         else:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(path.parent)
+                # Owner-only from the first byte, whatever the umask: it holds prompts and live
+                # interaction tokens. SQLite gives its -wal/-shm files the same mode.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the data directory {path.parent}: {exc.strerror}"
