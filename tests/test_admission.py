@@ -125,3 +125,46 @@ async def test_twenty_concurrent_imagines_against_a_server_cap_of_five(
     await asyncio.sleep(0.5)  # and no more than five
     assert [j.user_id for j in await h.store.queued_jobs()] == [emu.bob.id] * 5
     assert not emu.violations
+
+
+@pytest.fixture
+async def strict(discord_emulator, tiny_engine, tmp_path: Path):
+    """Two presses per minute per user."""
+    from tests.test_bot_e2e import _harness
+
+    async with _harness(
+        discord_emulator,
+        tiny_engine,
+        tmp_path,
+        real_postprocess=False,
+        press_limit=2,
+        press_window_s=60,
+    ) as h:
+        yield h
+
+
+async def test_presses_are_rate_limited_and_a_refused_reaction_posts_no_placeholder(
+    strict: Harness,
+) -> None:
+    h = strict
+    emu = h.emu
+    iid = await h.imagine("a kite --count 1")
+    result = await h.result_of(iid)
+    job = await h.delivered(iid)
+    presses = [await emu.click(result, f"ib:r:{job.id}", user=emu.bob) for _ in range(3)]
+    await emu.wait_for(lambda: all(emu.interaction(p).acknowledged for p in presses), 20, "acks")
+    assert [emu.interaction(p).initial_response for p in presses] == [5, 5, 4]
+    assert "too fast" in (await _ephemeral_reply(emu, presses[2])).content
+
+    # Over the cap: the reaction is refused before anything is posted for it.
+    cap = await emu.send_slash("policy user-cap", {"user": emu.owner, "cap": 0}, user=emu.moderator)
+    await _ephemeral_reply(emu, cap)
+    await emu.add_reaction(
+        result, "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}", emu.owner
+    )
+    refusal = await emu.wait_for_message(
+        lambda m: "limit" in m.content and m.interaction_id is None, 20
+    )
+    assert f"<@{emu.owner.id}>" in refusal.content
+    queued = [m for m in emu.messages_in(emu.general) if "is queued" in m.content]
+    assert queued == []
