@@ -22,6 +22,7 @@ the only place that sees it whole; a canary test checks that hook still exists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 RAW_KEPT = 2000  # raw payloads waiting to be accepted (others are dropped oldest first)
 MAX_REPLAYS = 3  # an interaction whose replay crashed the bot this often is given up on
+ACK_FIRST_S = 1.0  # the longest work after an ack waits for other acks to go out
 
 
 def keep_raw_interactions(client: discord.Client) -> OrderedDict[int, dict[str, Any]]:
@@ -102,6 +104,11 @@ class Acceptor:
         self._told = RateLimiter(1, limits.press_window_s)  # one notice per window
         self.raw: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._live: set[int] = set()  # recorded by this process: not for recovery
+        # Interactions between arrival and ack. Work after an ack (parsing, the prompt gate,
+        # downloads) waits until none are left, up to ACK_FIRST_S: in a burst every ack goes
+        # out before anyone's heavier work takes the event loop.
+        self._acking = 0
+        self._acks_done: asyncio.Event | None = None
 
     def attach(self, client: discord.Client) -> None:
         self.raw = keep_raw_interactions(client)
@@ -124,6 +131,28 @@ class Acceptor:
             return
         if press:
             self.presses.check(user_id, "that")
+        self._acking += 1
+        try:
+            await self._accept(interaction, worker, user_id, ephemeral)
+        finally:
+            self._acking -= 1
+            if self._acking == 0 and self._acks_done is not None:
+                self._acks_done.set()
+        await self._let_acks_go_first()
+
+    async def _let_acks_go_first(self) -> None:
+        if self._acking == 0:
+            return
+        if self._acks_done is None:
+            self._acks_done = asyncio.Event()
+        self._acks_done.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._acks_done.wait(), ACK_FIRST_S)
+
+    async def _accept(
+        self, interaction: discord.Interaction, worker: Any, user_id: int, ephemeral: bool
+    ) -> None:
+        extras = interaction.extras
         guild = await self.actions.guild_settings.get(interaction.guild_id)
         if user_id in guild.banned_user_ids:  # the clearer reason comes first
             raise UserInputError("you are banned from using this bot on this server")
