@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -129,18 +130,21 @@ async def soak(seconds: float, kill_every: float, rate: float, seed: int, drain_
             else float("inf")
         )
         try:
+            armed: asyncio.Event | None = None  # kill after the next ack
+            armed_at = 0.0
             while time.monotonic() - started < seconds:
-                if time.monotonic() >= next_kill:
+                now = time.monotonic()
+                if armed is None and now >= next_kill:
                     kills += 1
                     if rng.random() < 0.5:  # right after an ack: the narrowest window
-                        killed = bot.kill_after_ack(lambda inter, ack: ack.get("type") == DEFERRED)
-                        try:
-                            await emu.wait_for(killed.is_set, 20, "an ack to kill after")
-                        except AssertionError:
-                            bot.kill()
-                        emu.on_request = None
+                        armed = bot.kill_after_ack(lambda inter, ack: ack.get("type") == DEFERRED)
+                        armed_at = now
                     else:
                         bot.kill()
+                if armed is not None and (armed.is_set() or now - armed_at > 20):
+                    emu.on_request, armed = None, None
+                    bot.kill()  # (a no-op when the ack already killed it)
+                if bot.killed():
                     await bot.wait_dead()
                     await bot.start()
                     next_kill = time.monotonic() + rng.expovariate(1 / kill_every)
@@ -152,16 +156,18 @@ async def soak(seconds: float, kill_every: float, rate: float, seed: int, drain_
                 if iid is not None:
                     sent.append(iid)
                 await asyncio.sleep(rng.expovariate(rate))
+            emu.on_request = None
+            if bot.killed():
+                await bot.wait_dead()
+                await bot.start()
             # Drain: every promise kept or explained.
             accepted = [i for i in sent if emu.interaction(i).initial_response == DEFERRED]
 
             def finished() -> bool:
                 return all(_results(emu, i) or _told(emu, i) for i in accepted)
 
-            try:
+            with contextlib.suppress(TimeoutError):
                 await emu.wait_for(finished, drain_s, "every accepted interaction finished")
-            except AssertionError:
-                pass
             results = {i: _results(emu, i) for i in accepted}
             delivered = sum(1 for i in accepted if results[i] or _told(emu, i))
             exit_code = await bot.stop()

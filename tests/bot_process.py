@@ -35,6 +35,7 @@ class BotProcess:
         self.starts = 0
         self.output = bytearray()
         self._reader: asyncio.Task[None] | None = None
+        self._killed = False
 
     def env(self) -> dict[str, str]:
         emu = self.emu
@@ -69,6 +70,7 @@ class BotProcess:
             preexec_fn=lambda: os.umask(umask),
         )
         self.starts += 1
+        self._killed = False
         self._reader = asyncio.create_task(self._drain(self.proc))
         await self.emu.wait_until_connected(timeout=timeout, identifies=self.starts)
         await self.emu.wait_for(
@@ -94,8 +96,13 @@ class BotProcess:
 
     def kill(self) -> None:
         """``kill -9``: no clean-up of any kind runs."""
-        if self.proc is not None and self.proc.returncode is None:
+        if self.proc is not None and self.proc.returncode is None and not self._killed:
             os.kill(self.proc.pid, signal.SIGKILL)
+            self._killed = True
+
+    def killed(self) -> bool:
+        """Killed (by ``kill``) and not started again yet."""
+        return self._killed
 
     async def wait_dead(self) -> None:
         if self.proc is not None:
