@@ -145,14 +145,12 @@ async def through_worker(
     await worker.stop()
     statuses = [j.status.value for j in await store.jobs_for_user(0, limit=len(reqs))]
     await store.close()
-    gaps = [
-        (b[0] - a[1]) * 1e3
-        for a, b in zip(worker.gpu_intervals, worker.gpu_intervals[1:], strict=False)
-    ]
+    intervals = list(worker.gpu_intervals)
+    gaps = [(b[0] - a[1]) * 1e3 for a, b in zip(intervals, intervals[1:], strict=False)]
     return {
         "seconds": elapsed,
         "gpu_calls": len(worker.gpu_intervals),
-        "intervals": list(worker.gpu_intervals),
+        "intervals": intervals,
         "gaps_ms": gaps,
         "lags_ms": [x * 1e3 for x in lags],
         "postprocess": post_name,

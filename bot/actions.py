@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import gate
+from bot.accept import Acceptor
 from bot.access import is_moderator, is_nsfw, require_access
 from bot.client import interaction_delivery
 from bot.delivery import Delivery
@@ -24,7 +25,7 @@ from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
 from bot.progress import ProgressEditor, progress_text, queue_text
 from bot.user_settings import UserSettingsStore
 from generation.errors import UserInputError
-from generation.images import MAX_INPUT_BYTES, load_image
+from generation.images import load_image
 from generation.jobs import ImageRecord, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -50,7 +51,13 @@ class Actions:
         self.store = services.store
         self.user_settings = UserSettingsStore(services.store)
         self.guild_settings = GuildSettingsStore(services.store)
-        self.delivery = Delivery(client, services.store)
+        self.delivery = Delivery(
+            client,
+            services.store,
+            attempts=self.settings.discord.delivery_attempts,
+            backoff_s=self.settings.discord.delivery_backoff_s,
+        )
+        self.acceptor = Acceptor(self)  # rate limit, cap slot, durable record, ack
         self.progress = ProgressEditor(client, self.settings.discord.progress_interval_s)
         from bot.info import EnergyMeter
 
@@ -130,8 +137,8 @@ class Actions:
     ) -> None:
         defaults = await self.user_settings.get(interaction.user.id)
         private = defaults.private if private is None else private
-        await defer_thinking(interaction, ephemeral=private)
         try:
+            await self.acceptor.accept(interaction, ephemeral=private)
             params = self._merge_options(
                 parse_prompt(
                     prompt,
@@ -199,23 +206,9 @@ class Actions:
         return request.replace(steps=steps)
 
     async def _read_attachment(self, attachment: discord.Attachment) -> Any:
-        if attachment.size > MAX_INPUT_BYTES:
-            raise UserInputError(
-                f"the attached image is {attachment.size / 2**20:.1f} MiB; "
-                f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
-            )
-        if attachment.content_type and not attachment.content_type.startswith("image/"):
-            raise UserInputError(
-                f"the attachment {attachment.filename!r} is {attachment.content_type}, not an image "
-                "(PNG, JPEG, WebP, GIF, BMP are accepted)"
-            )
-        try:
-            data = await attachment.read()
-        except discord.HTTPException as exc:
-            raise UserInputError(
-                f"could not download the attachment ({exc.status}); try again"
-            ) from None
-        return await asyncio.to_thread(load_image, data, what="the attached image")
+        from bot.uploads import read_upload
+
+        return await read_upload(attachment, self.settings)
 
     async def _gate(
         self,
@@ -307,12 +300,11 @@ class Actions:
             raise UserInputError("the image worker is not running; ask an admin to check the bot")
         guild_id, _ = _where(interaction, parent)
         guild = await self.guild_settings.get(guild_id)
-        cap = guild.cap_for(interaction.user.id)
-        if cap is not None and await self.store.count_active(interaction.user.id) >= cap:
-            raise UserInputError(
-                f"you already have {cap} jobs queued or running (this server's limit for you); "
-                "wait for one to finish or /cancel one"
-            )
+        # Reserved when the interaction was accepted (bot/accept.py); else here, atomically.
+        reservation = interaction.extras.get("reservation")
+        if reservation is None or not reservation.held:
+            user_id = interaction.user.id
+            reservation = worker.admission.reserve(user_id, guild.cap_for(user_id))
         member_roles = list(getattr(interaction.user, "roles", []))
         roles = [r.id for r in member_roles]
         credited = [interaction.user.id]
@@ -332,6 +324,7 @@ class Actions:
                 guild.weight_for(roles), worker.weight_for_roles(r.name for r in member_roles)
             ),
             delivery=interaction_delivery(interaction, **delivery),
+            reservation=reservation,
         )
 
     # --- buttons, modal, reactions ----------------------------------------------------------
@@ -350,9 +343,9 @@ class Actions:
         """Upscale, variation or reroll of a finished job, charged to whoever pressed."""
         parent = await self.store.get_job(job_id)
         private = bool(parent and parent.delivery.get("private"))
-        if not deferred:
-            await defer_thinking(interaction, ephemeral=private)
         try:
+            if not deferred:
+                await self.acceptor.accept(interaction, ephemeral=private, press=True)
             parent = await self._usable_parent(interaction, parent, job_id)
             request, extra = await self._derived_request(parent, kind, index, strong, prompt)
             extra.update(
@@ -406,7 +399,9 @@ class Actions:
             "prompt": shown_prompt,
             "summary": parent.delivery.get("summary", ""),
         }
-        base = await asyncio.to_thread(GenerationRequest.from_params, parent.params)
+        # Without its init image: dropped just below, and it may have expired (retention).
+        params = {**parent.params, "init_image": None}
+        base = await asyncio.to_thread(GenerationRequest.from_params, params)
         base = base.replace(init_image=None, kind="imagine")
         seed = None
         if prompt is not None:
@@ -439,6 +434,10 @@ class Actions:
             raise UserInputError(f"job {parent.id} has no image {index + 1}")
         if record.blocked:
             raise UserInputError(f"image {index + 1} of job {parent.id} was withheld by moderation")
+        if parent.delivery.get("files_expired"):  # generation/retention.py
+            raise UserInputError(
+                f"the images of job {parent.id} were deleted ({parent.delivery['files_expired']})"
+            )
         return await asyncio.to_thread(load_image, record.path, what=f"image {index + 1}")
 
     async def open_remix(self, interaction: discord.Interaction, job_id: str) -> None:
@@ -469,8 +468,8 @@ class Actions:
     ) -> None:
         parent = await self.store.get_job(job_id)
         private = bool(parent and parent.delivery.get("private"))
-        await defer_thinking(interaction, ephemeral=private)
         try:
+            await self.acceptor.accept(interaction, ephemeral=private, press=True)
             count = int(parent.params.get("count") or 1) if parent else 1
             words = (image_field or "").lower().split()
             if not words:
@@ -532,6 +531,10 @@ class Actions:
         channel = self.client.get_partial_messageable(payload.channel_id, guild_id=payload.guild_id)
         actor = _ReactionActor(payload, self.client.get_channel(payload.channel_id) or channel)
         try:
+            # Rate limit and cap first: a refused reaction posts no "queued..." placeholder.
+            if not self.acceptor.check_reaction(payload.user_id):
+                return  # over the limit and already told so in this window
+            await self.acceptor.reserve(actor)
             parent = await self._usable_parent(actor, await self.store.get_job(job_id), job_id)  # type: ignore[arg-type]
             request, extra = await self._derived_request(
                 parent, kind, 0 if kind != "reroll" else None, False, None
@@ -559,6 +562,8 @@ class Actions:
                 delete_after=30,
                 allowed_mentions=discord.AllowedMentions(users=[discord.Object(payload.user_id)]),
             )
+        finally:
+            await self.acceptor.answered(actor)
 
     # --- replies ----------------------------------------------------------------------------------
 
@@ -583,6 +588,7 @@ class Actions:
             await interaction.followup.send(message, ephemeral=True)
         except discord.HTTPException as exc:
             log.warning("could not tell the user about an error (%s): %s", exc.status, message)
+        await self.acceptor.answered(interaction)  # told (or tried): nothing to recover
 
     # --- user commands ----------------------------------------------------------------------------
 
@@ -639,15 +645,9 @@ class Actions:
 
         await defer_thinking(interaction, ephemeral=True)
         try:
-            if image.size > MAX_INPUT_BYTES:
-                raise UserInputError(
-                    f"the image is {image.size / 2**20:.1f} MiB; "
-                    f"the limit is {MAX_INPUT_BYTES / 2**20:.0f} MiB"
-                )
-            try:
-                data = await image.read()
-            except discord.HTTPException as exc:
-                raise UserInputError(f"could not download the image ({exc.status})") from None
+            from bot.uploads import download_upload
+
+            data = await download_upload(image, self.settings, what="the image")
             result = await lookup(self.store, data)
         except UserInputError as exc:
             await self.refuse(interaction, str(exc))
@@ -706,6 +706,7 @@ class _ReactionActor:
         self.guild_id = payload.guild_id
         self.channel_id = payload.channel_id
         self.channel = channel
+        self.extras: dict[str, Any] = {}
         self.application_id = None
         self.token = None
         self.filesize_limit = None

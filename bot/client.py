@@ -62,8 +62,10 @@ class ImagineBot(commands.Bot):
         from bot.actions import Actions
 
         self.actions = Actions(self, services)
+        self.actions.acceptor.attach(self)  # raw interaction payloads, recorded before the ack
         self.tree.on_error = self.on_app_command_error
         self.runner_task: asyncio.Task[None] | None = None
+        self.background: list[asyncio.Task[None]] = []  # e.g. the retention sweep
 
     async def setup_hook(self) -> None:
         from bot.views import DYNAMIC_ITEMS
@@ -150,12 +152,23 @@ async def start_bot(
         raise TimeoutError(f"the Discord client was not ready within {timeout:g} s")
     if start_worker and services.worker is not None:
         await services.worker.start()
+        # Interactions acknowledged before a crash but never turned into a job: finish them.
+        await bot.actions.acceptor.recover(bot)
+    from generation import retention
+
+    bot.background.append(
+        asyncio.create_task(retention.run(services.store, settings), name="retention")
+    )
     return bot
 
 
 async def stop_bot(bot: ImagineBot, *, finish_running: bool = True) -> None:
     """Graceful stop: the worker finishes (or re-queues) its running job and delivers it, then
     the client disconnects. Queued jobs stay in the store for the next start."""
+    for task in bot.background:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     worker = bot.services.worker
     if worker is not None:
         await worker.stop(finish_running=finish_running)
@@ -168,11 +181,15 @@ async def stop_bot(bot: ImagineBot, *, finish_running: bool = True) -> None:
 
 def interaction_delivery(interaction: discord.Interaction, **extra: Any) -> dict[str, Any]:
     """What delivery needs to answer through this interaction later, even after a restart."""
+    extras = getattr(interaction, "extras", None) or {}
     data: dict[str, Any] = {
         "application_id": interaction.application_id,
         "token": interaction.token,
-        "created_at": time.time(),  # local clock: immune to skew in the snowflake
+        # Local clock (immune to skew in the snowflake); when it was first accepted, if replayed.
+        "created_at": extras.get("accepted_at") or time.time(),
         "filesize_limit": interaction.filesize_limit,
     }
+    if extras.get("accepted"):
+        data["interaction_id"] = interaction.id  # the job replaces its accepted record
     data.update(extra)
     return data

@@ -12,6 +12,11 @@ Delivery must never fail silently, which on Discord means three fall-backs:
   missing permission is recorded on the job with the reason, and the caller (the worker's
   listener) goes on with the next job.
 
+Discord or the network failing for a while (5xx, a 429 that outlasts discord.py's own waiting,
+a dropped connection) is retried with doubling waits; after ``attempts`` tries (counted on the
+job, so restarts do not reset them) the job records why, the user is told where possible, and
+delivery is claimed so the failure does not repeat on every restart.
+
 Exactly once: the store's ``mark_delivered`` is claimed only after Discord accepted the message,
 and an in-process set stops two callers (the worker and start-up recovery) sending together.
 """
@@ -26,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from PIL import Image
 
@@ -188,9 +194,19 @@ def token_alive(delivery: dict[str, Any], now: float | None = None) -> bool:
 class Delivery:
     """Sends results and failures for jobs; one instance per running bot."""
 
-    def __init__(self, client: discord.Client, store: Store, *, view_factory: Any = None) -> None:
+    def __init__(
+        self,
+        client: discord.Client,
+        store: Store,
+        *,
+        view_factory: Any = None,
+        attempts: int = 5,
+        backoff_s: float = 2.0,
+    ) -> None:
         self.client = client
         self.store = store
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
         self._in_flight: set[str] = set()
         if view_factory is None:
             from bot.views import result_view as view_factory
@@ -205,6 +221,14 @@ class Delivery:
             job = await self.store.get_job(job_id)
             if job is None or job.delivered_at is not None or not job.status.finished:
                 return False
+            await self._deliver_with_retries(job)
+            return await self.store.mark_delivered(job.id)
+        finally:
+            self._in_flight.discard(job_id)
+
+    async def _deliver_with_retries(self, job: Job) -> None:
+        tries = int(job.delivery.get("delivery_attempts") or 0)
+        while True:
             try:
                 message = None
                 if job.status == JobStatus.DONE:
@@ -213,13 +237,47 @@ class Delivery:
                     message = await self._send_text(job, failure_content(job), ephemeral=True)
                 if message is not None:
                     await self.store.update_delivery(job.id, {"result_message_id": message.id})
+                return
             except (discord.NotFound, discord.Forbidden, Undeliverable) as exc:
                 reason = _why(exc)
-                log.warning("job %s could not be delivered: %s", job.id, reason)
-                await self.store.update_delivery(job.id, {"failed": reason})
-            return await self.store.mark_delivered(job.id)
-        finally:
-            self._in_flight.discard(job_id)
+            except Exception as exc:  # noqa: BLE001 - anything else may pass on another try
+                if isinstance(exc, discord.HTTPException) and not _transient(exc):
+                    reason = f"Discord refused the message ({exc.status}: {exc.text})"
+                    log.warning("job %s could not be delivered: %s", job.id, reason)
+                    await self.store.update_delivery(job.id, {"failed": reason})
+                    return
+                if not _transient(exc):
+                    log.exception("job %s: delivery failed", job.id)
+                tries += 1
+                await self.store.update_delivery(job.id, {"delivery_attempts": tries})
+                if tries < self.attempts:
+                    delay = self.backoff_s * 2 ** (tries - 1)
+                    log.warning(
+                        "job %s: delivery failed (%s); try %d of %d in %.1f s",
+                        job.id,
+                        _transient_why(exc),
+                        tries + 1,
+                        self.attempts,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                reason = f"Discord kept failing ({_transient_why(exc)}) after {tries} tries"
+                await self._tell(
+                    job,
+                    f"your job `{job.id}` finished but could not be sent: "
+                    f"{reason}. Try `/show {job.id}` later.",
+                )
+            log.warning("job %s could not be delivered: %s", job.id, reason)
+            await self.store.update_delivery(job.id, {"failed": reason})
+            return
+
+    async def _tell(self, job: Job, text: str) -> None:
+        """Best effort, one try: a short text may pass where the result did not."""
+        try:
+            await self.send(job, text, files=[], view=discord.utils.MISSING)
+        except Exception as exc:  # noqa: BLE001 - the job records the reason anyway
+            log.info("job %s: could not tell the user either (%s)", job.id, exc)
 
     async def _send_result(self, job: Job) -> discord.Message | None:
         images = await self.store.images_for_job(job.id)
@@ -325,6 +383,22 @@ def _message_kwargs(job: Job, content: str, files: list[EncodedFile], view: Any)
 
 def _only_the_user(job: Job) -> discord.AllowedMentions:
     return discord.AllowedMentions(users=[discord.Object(job.user_id)], roles=False, everyone=False)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try later: Discord's server errors and rate limits, network failures.
+    Other 4xx answers (a malformed message) would fail the same way again."""
+    if isinstance(exc, discord.HTTPException):
+        return exc.status == 429 or exc.status >= 500
+    return isinstance(
+        exc, (discord.RateLimited, aiohttp.ClientError, OSError, asyncio.TimeoutError)
+    )
+
+
+def _transient_why(exc: BaseException) -> str:
+    if isinstance(exc, discord.HTTPException):
+        return f"HTTP {exc.status}"
+    return type(exc).__name__
 
 
 def _why(exc: discord.HTTPException | Undeliverable) -> str:

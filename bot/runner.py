@@ -11,14 +11,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from generation.config import Settings, load_settings
 from generation.errors import UserInputError
 from moderation.readiness import require_all
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +37,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    asyncio.run(run(settings, sync_commands=not args.no_sync))
+    run_loop(run(settings, sync_commands=not args.no_sync))
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
+    """``asyncio.run`` on uvloop where it is installed: less event-loop time per request, so a
+    burst of interactions is acknowledged sooner (bench/bot.py); asyncio's own loop otherwise."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def settle_heap() -> None:
+    """Move everything loaded so far (the model, torch, transformers: millions of objects) out of
+    the garbage collector's reach. Otherwise a burst of interactions allocates enough to trigger
+    full collections that walk all of it, each pausing the event loop (and every ack) for up
+    to a second."""
+    gc.collect()
+    gc.freeze()
 
 
 def make_postprocess(settings: Settings, store: object):
@@ -52,12 +78,15 @@ async def run(settings: Settings, *, sync_commands: bool = True) -> None:
     from generation.engine import Engine
     from generation.logging_setup import setup_logging
     from generation.metrics import start_metrics_server
+    from generation.private_files import private_umask, secure_data_dir
     from generation.store import Store
     from generation.worker import Worker
 
+    private_umask()  # everything the bot writes is owner-only, whatever the admin's umask
     token = settings.discord_token()
     setup_logging(settings, extra_secrets=[token] if token else [])
     preflight(settings)
+    secure_data_dir(settings)  # and what an older version or a restore left readable
     if not token:
         raise UserInputError("no Discord bot token: set DISCORD_TOKEN or discord.token_file")
     # Fail closed: NudeNet, the watermark and the gate must work before anything is accepted.
@@ -72,6 +101,7 @@ async def run(settings: Settings, *, sync_commands: bool = True) -> None:
         metrics = await start_metrics_server(settings)
         services = Services(settings=settings, store=store, engine=engine, worker=worker)
         bot = await start_bot(services, sync_commands=sync_commands, timeout=120)
+        settle_heap()
         log.info("ready as %s", bot.user)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

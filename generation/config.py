@@ -88,9 +88,34 @@ class DiscordSettings(BaseModel):
     token_file: Path | None = None
     dev_guilds: list[int] = Field(default_factory=list)  # sync commands here instantly
     progress_interval_s: float = 1.5  # at most one progress edit per job this often
+    # Buttons, remix forms and reaction shortcuts per user: at most press_limit per window.
+    press_limit: int = Field(default=5, ge=1)
+    press_window_s: float = Field(default=10.0, gt=0)
+    # A result Discord refuses with a 5xx, a 429 or a network error is retried this many times
+    # (waits double from delivery_backoff_s), then the job records why and the user is told.
+    delivery_attempts: int = Field(default=5, ge=1)
+    delivery_backoff_s: float = Field(default=2.0, ge=0)
     # Overrides for tests (loopback emulator); leave unset in production.
     api_base: str | None = None
     gateway_url: str | None = None
+
+
+class UploadSettings(BaseModel):
+    # Images users attach (/imagine image, /provenance). Checked from the header before any
+    # pixel is decoded; JPEGs are decoded straight at a reduced scale, so this bounds memory.
+    max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    max_pixels: int = Field(default=16_000_000, gt=0)
+    formats: list[str] = Field(default_factory=lambda: ["PNG", "JPEG", "WEBP", "GIF", "BMP"])
+    concurrent_decodes: int = Field(default=2, ge=1)
+
+
+class RetentionSettings(BaseModel):
+    # Days to keep files on disk; 0 = forever. Uploaded init images are only needed until the
+    # job ran; results back the buttons (upscale/vary) and /show. Job rows (and provenance
+    # look-ups by hash or watermark) stay. The bot sweeps every sweep_interval_s.
+    uploads_days: float = Field(default=7, ge=0)
+    results_days: float = Field(default=0, ge=0)
+    sweep_interval_s: float = Field(default=3600, gt=0)
 
 
 class OpsSettings(BaseModel):
@@ -123,6 +148,8 @@ class Settings(BaseSettings):
     moderation: ModerationSettings = Field(default_factory=ModerationSettings)
     provenance: ProvenanceSettings = Field(default_factory=ProvenanceSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    uploads: UploadSettings = Field(default_factory=UploadSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     ops: OpsSettings = Field(default_factory=OpsSettings)
 
     @property

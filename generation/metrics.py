@@ -174,14 +174,18 @@ class BusyTracker:
             with self._lock:
                 self._active.remove(start)
                 self._intervals.append((start, end))
+                self._forget_before(end - self.window_s)  # bounded even if never scraped
             GPU_BUSY_SECONDS.inc(max(0.0, end - start))
+
+    def _forget_before(self, since: float) -> None:
+        while self._intervals and self._intervals[0][1] <= since:
+            self._intervals.popleft()
 
     def fraction(self) -> float:
         now = self._clock()
         since = now - self.window_s
         with self._lock:
-            while self._intervals and self._intervals[0][1] <= since:
-                self._intervals.popleft()
+            self._forget_before(since)
             spans = [*self._intervals, *((start, now) for start in self._active)]
         # Merge overlapping spans so two concurrent calls do not count the device twice.
         busy, cursor = 0.0, since

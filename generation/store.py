@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import aiosqlite
 
 from generation.errors import UserInputError
 from generation.jobs import ImageRecord, Job, JobKind, JobStatus, Processed
+from generation.private_files import make_private_dir
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -109,6 +111,21 @@ MIGRATIONS: list[str] = [
         value TEXT NOT NULL
     );
     """,
+    # v2: interactions acknowledged but not yet turned into a job (or refused): start-up
+    # recovery finishes each one, so nothing acknowledged is lost to a crash.
+    """
+    CREATE TABLE accepted (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER,
+        channel_id INTEGER,
+        ephemeral INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        payload TEXT NOT NULL
+    );
+    CREATE INDEX jobs_interaction ON jobs(json_extract(delivery, '$.interaction_id'));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -121,6 +138,29 @@ class Recovery:
     requeued: int  # jobs that were running when the process died
     queued: list[Job]
     undelivered: list[Job]
+
+
+@dataclass
+class AcceptedInteraction:
+    """An interaction the bot acknowledged: who, where, and Discord's payload to replay it."""
+
+    id: int
+    created_at: float
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    ephemeral: bool
+    payload: dict[str, Any]
+    attempts: int = 0
+
+    @classmethod
+    def from_row(cls, row: Any) -> AcceptedInteraction:
+        return cls(
+            id=row["id"], created_at=row["created_at"], user_id=row["user_id"],
+            guild_id=row["guild_id"], channel_id=row["channel_id"],
+            ephemeral=bool(row["ephemeral"]), payload=json.loads(row["payload"]),
+            attempts=row["attempts"],
+        )
 
 
 class StoreError(UserInputError):
@@ -144,7 +184,10 @@ class Store:
             raise StoreError(f"database {path} does not exist")
         else:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_dir(path.parent)
+                # Owner-only from the first byte, whatever the umask: it holds prompts and live
+                # interaction tokens. SQLite gives its -wal/-shm files the same mode.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except OSError as exc:
                 raise StoreError(
                     f"cannot create the data directory {path.parent}: {exc.strerror}"
@@ -199,8 +242,18 @@ class Store:
         """Insert a queued job and commit; returns it with ``seq`` and ``created_at`` filled."""
         job.created_at = now if now is not None else time.time()
         job.status = JobStatus.QUEUED
+        interaction_id = job.delivery.get("interaction_id")
         async with self._job_lock:
-            rows = await self.db.execute_fetchall(
+            seq = await self._insert_job(job)  # autocommit: committed once this returns
+            if interaction_id is not None:
+                # Its accepted interaction is now this job. A crash between the two leaves
+                # both; recovery then finds the job by its interaction id and drops the row.
+                await self.db.execute("DELETE FROM accepted WHERE id = ?", (int(interaction_id),))
+        job.seq = seq
+        return job
+
+    async def _insert_job(self, job: Job) -> int:
+        rows = await self.db.execute_fetchall(
                 """INSERT INTO jobs (id, seq, guild_id, channel_id, user_id, kind, params,
                        parent_job_id, parent_image_index, credited_user_ids, status, weight,
                        est_cost, created_at, delivery)
@@ -213,9 +266,8 @@ class Store:
                     json.dumps(job.credited_user_ids), job.weight, job.est_cost, job.created_at,
                     json.dumps(job.delivery),
                 ),
-            )  # autocommit: committed once this returns
-        job.seq = rows[0][0]
-        return job
+        )
+        return rows[0][0]
 
     async def get_job(self, job_id: str) -> Job | None:
         # execute_fetchall: one trip to the connection thread instead of three (execute, fetch,
@@ -396,6 +448,80 @@ class Store:
         ) as cur:
             row = await cur.fetchone()
         return ImageRecord.from_row(row) if row else None
+
+    # --- retention (see generation/retention.py) ------------------------------------------------
+
+    async def unfinished_job_ids(self, job_ids: list[str]) -> set[str]:
+        """Which of these jobs are still queued or running (their files are still needed)."""
+        found: set[str] = set()
+        for start in range(0, len(job_ids), 500):
+            chunk = job_ids[start : start + 500]
+            rows = await self.db.execute_fetchall(
+                f"SELECT id FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) "
+                "AND status IN ('queued', 'running')",
+                chunk,
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    async def results_finished_before(
+        self, cutoff: float, *, limit: int = 1000
+    ) -> list[tuple[str, str]]:
+        """(job id, result folder) of finished, delivered jobs older than ``cutoff``."""
+        rows = await self.db.execute_fetchall(
+            "SELECT id, result_dir FROM jobs WHERE result_dir IS NOT NULL "
+            "AND finished_at < ? AND delivered_at IS NOT NULL ORDER BY finished_at LIMIT ?",
+            (cutoff, limit),
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def forget_results(self, job_id: str, why: str) -> None:
+        """The job's files are gone: it keeps its row and says why it has no images."""
+        await self._update(
+            "UPDATE jobs SET result_dir = NULL, grid_path = NULL, "
+            "delivery = json_patch(delivery, ?) WHERE id = ?",
+            (json.dumps({"files_expired": why}), job_id),
+        )
+
+    # --- accepted interactions (see bot/accept.py) ----------------------------------------------
+
+    async def record_accepted(self, rows: list[AcceptedInteraction]) -> None:
+        """Commit acknowledged interactions, many in one transaction (a burst is one fsync)."""
+        async with self._job_lock:
+            await self.db.execute("BEGIN")
+            try:
+                await self.db.executemany(
+                    "INSERT OR IGNORE INTO accepted (id, created_at, user_id, guild_id, "
+                    "channel_id, ephemeral, payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        (r.id, r.created_at, r.user_id, r.guild_id, r.channel_id,
+                         int(r.ephemeral), json.dumps(r.payload))
+                        for r in rows
+                    ],
+                )
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def forget_accepted(self, interaction_id: int) -> None:
+        """The interaction was answered (refused, or its job exists): nothing left to recover."""
+        await self._update("DELETE FROM accepted WHERE id = ?", (interaction_id,))
+
+    async def accepted_interactions(self) -> list[AcceptedInteraction]:
+        """Interactions acknowledged but never finished, oldest first; each call counts an
+        attempt (so one that crashes the bot every time is given up on, see bot/accept.py)."""
+        async with self._job_lock:
+            await self.db.execute("UPDATE accepted SET attempts = attempts + 1")
+        rows = await self.db.execute_fetchall("SELECT * FROM accepted ORDER BY created_at, id")
+        return [AcceptedInteraction.from_row(r) for r in rows]
+
+    async def job_for_interaction(self, interaction_id: int) -> Job | None:
+        rows = await self.db.execute_fetchall(
+            "SELECT * FROM jobs WHERE json_extract(delivery, '$.interaction_id') = ?",
+            (interaction_id,),
+        )
+        return Job.from_row(rows[0]) if rows else None
 
     async def get_value(self, key: str) -> str | None:
         """A small persistent value from ``kv`` (e.g. the measured cost model)."""

@@ -28,6 +28,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from generation import metrics
+from generation.admission import Admission, Reservation
 from generation.config import Settings
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.eta import CostModel, Estimate, EtaEstimator
@@ -63,6 +65,7 @@ UPSCALE_COST_FACTOR = 4.0  # a 2x upscale denoises four times the pixels of its 
 # Progress reaches the loop for the first and last step and at most this often in between: the
 # bot edits a message every 1.5 s, and each event costs a loop wake-up (and, on a GPU, a sync).
 PROGRESS_INTERVAL_S = 0.25
+GPU_INTERVALS_KEPT = 10_000
 
 
 def leave_a_core_for_the_pipeline(engine: Engine) -> int | None:
@@ -204,6 +207,8 @@ class Worker:
             max_running_per_user=q.max_running_per_user,
             fifo_guilds=set(q.fifo_guilds),
         )
+        # Caps are reserved in one synchronous step (see generation/admission.py).
+        self.admission = Admission(self._user_counts, max_queued_per_user=q.max_queued_per_user)
         self.cost_model = CostModel(q.seconds_per_cost_unit)
         self.eta = EtaEstimator(self.scheduler, self.cost_model)
         self._gpu = ThreadPoolExecutor(1, thread_name_prefix="imagine-gpu")
@@ -236,8 +241,9 @@ class Worker:
         self._stopping = False
         self._observed = 0  # batches measured by the cost model
         self._loop: asyncio.AbstractEventLoop | None = None
-        # GPU busy intervals (perf_counter), for benchmarks and the idle-gap figure.
-        self.gpu_intervals: list[tuple[float, float]] = []
+        # GPU busy intervals (perf_counter), for benchmarks and the idle-gap figure; the most
+        # recent ones only, so a server running for months does not grow it without bound.
+        self.gpu_intervals: deque[tuple[float, float]] = deque(maxlen=GPU_INTERVALS_KEPT)
         self._torch_threads: int | None = None  # set by start() when generating on the CPU
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -327,6 +333,7 @@ class Worker:
         credited_user_ids: Iterable[int] = (),
         weight: float = 1.0,
         delivery: dict[str, Any] | None = None,
+        reservation: Reservation | None = None,
     ) -> Job:
         """Validate, store (committed) and queue a request; returns the job.
 
@@ -339,31 +346,41 @@ class Worker:
             raise UserInputError("the bot is restarting; try again in a minute")
         if not weight > 0:
             raise ValueError("weight must be positive")
-        self.scheduler.check_cap(user_id)
-        job_id = new_job_id()
-        request, params, cost, key = await self._run_in(
-            self._prep, self._accept, job_id, request
-        )
-        self.scheduler.check_cap(user_id)  # again: another submit may have won meanwhile
-        job = Job(
-            id=job_id,
-            user_id=user_id,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            kind=JobKind(request.kind),
-            params=params,
-            est_cost=cost,
-            parent_job_id=parent_job_id,
-            parent_image_index=parent_image_index,
-            credited_user_ids=list(credited_user_ids),
-            weight=weight,
-            delivery=dict(delivery or {}),
-        )
-        await self.store.add_job(job)
-        self.scheduler.push(self._entry(job, key))
+        if reservation is None or not reservation.held:
+            # Before the first await: concurrent submits cannot all pass the cap.
+            reservation = self.admission.reserve(user_id)
+        try:
+            job_id = new_job_id()
+            request, params, cost, key = await self._run_in(
+                self._prep, self._accept, job_id, request
+            )
+            job = Job(
+                id=job_id,
+                user_id=user_id,
+                guild_id=guild_id,
+                channel_id=channel_id,
+                kind=JobKind(request.kind),
+                params=params,
+                est_cost=cost,
+                parent_job_id=parent_job_id,
+                parent_image_index=parent_image_index,
+                credited_user_ids=list(credited_user_ids),
+                weight=weight,
+                delivery=dict(delivery or {}),
+            )
+            await self.store.add_job(job)
+            self.scheduler.push(self._entry(job, key))  # the queue counts it from here on
+        finally:
+            reservation.release()
         self._wake.set()
         await self._call_listener("on_queued", job, self.estimate(job.id))
         return job
+
+    def _user_counts(self, user_id: int) -> tuple[int, int]:
+        """(queued, queued + running) of a user, from memory (no await: see Admission)."""
+        queued = self.scheduler.queued_for_user(user_id)
+        running = sum(1 for w in self._active.values() if w.job.user_id == user_id)
+        return queued, queued + running
 
     async def cancel(self, job_id: str, *, user_id: int | None = None) -> bool:
         """Cancel a queued job (removed at once) or a running one (stops at its next step).
@@ -716,7 +733,10 @@ class Worker:
         if validated.kind == JobKind.UPSCALE.value:
             if validated.init_image is None:
                 raise UserInputError("an upscale needs the image to upscale")
-            cost = self.engine.estimate_cost(validated.replace(count=1)) * UPSCALE_COST_FACTOR
+            # Charged by the image it gets (an upscale of an upscale is 4x its parent's size).
+            src = validated.init_image
+            sized = validated.replace(count=1, width=src.width, height=src.height)
+            cost = self.engine.estimate_cost(sized) * UPSCALE_COST_FACTOR
             key = None  # never co-batched
         else:
             key = self.engine.batch_key(validated)

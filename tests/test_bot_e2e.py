@@ -109,7 +109,13 @@ def _with_files(msg: Any) -> Any:
 
 @contextlib.asynccontextmanager
 async def _harness(
-    emu: Any, engine: Any, tmp_path: Path, *, real_postprocess: bool
+    emu: Any,
+    engine: Any,
+    tmp_path: Path,
+    *,
+    real_postprocess: bool,
+    start_worker: bool = True,
+    **discord: Any,
 ) -> AsyncIterator[Harness]:
     settings = Settings(
         data_dir=tmp_path,
@@ -120,11 +126,12 @@ async def _harness(
             "gateway_url": emu.gateway_url,
             "dev_guilds": [emu.guild.id],
             "progress_interval_s": 0.2,
+            **discord,
         },
     )
     store = await Store.open(settings.db_path)
     h = Harness(emu, settings, store, engine, real_postprocess=real_postprocess)
-    await h.start()
+    await h.start(start_worker=start_worker)
     try:
         yield h
     finally:

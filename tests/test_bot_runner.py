@@ -4,8 +4,6 @@ pointed at the loopback emulator; it serves a prompt and stops cleanly on SIGTER
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +15,7 @@ import yarl
 
 from bot.cli import main
 from bot.client import point_at
+from tests.bot_process import BOT_TOKEN, BotProcess
 from tests.discord_emulator import running_emulator
 
 
@@ -47,30 +46,13 @@ def test_run_without_a_token_explains_how_to_set_one(tmp_path: Path, monkeypatch
     assert "DISCORD_TOKEN" in err and "Traceback" not in err
 
 
-# Shaped like a real bot token (base64 user id . timestamp . hmac), so preflight accepts it.
-BOT_TOKEN = (
-    base64.urlsafe_b64encode(b"112233445566778899").decode().rstrip("=") + ".GaBcDe." + "k" * 38
-)
-
-
 async def test_run_serves_a_prompt_and_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     async with running_emulator(token=BOT_TOKEN) as emu:
         await _serve_and_stop(emu, tmp_path)
 
 
 async def _serve_and_stop(emu, tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "DISCORD_TOKEN": emu.token,
-        "IMAGINE_DATA_DIR": str(tmp_path),
-        "IMAGINE_MODEL__NAME": "tiny",
-        "IMAGINE_MODEL__DEVICE": "cpu",
-        "IMAGINE_MODEL__DEFAULT_STEPS": "2",
-        "IMAGINE_DISCORD__API_BASE": emu.api_base,
-        "IMAGINE_DISCORD__GATEWAY_URL": emu.gateway_url,
-        "IMAGINE_DISCORD__DEV_GUILDS": json.dumps([emu.guild.id]),
-    }
-    env.pop("IMAGINE_CONFIG", None)
+    env = BotProcess(emu, tmp_path).env()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -74,3 +74,76 @@ def test_oversized_and_missing_files(tmp_path) -> None:
         load_image(tmp_path / "missing.png")
     with pytest.raises(UserInputError, match="folder"):
         load_image(tmp_path)
+
+
+def _bomb_png(width: int = 8000, height: int = 5000) -> bytes:
+    buf = io.BytesIO()  # 40 megapixels in a few kilobytes
+    Image.new("1", (width, height)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_40_megapixel_png_is_refused_from_its_header_without_decoding(monkeypatch) -> None:
+    from PIL import ImageFile
+
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda self: decoded.append(self) or real_load(self)
+    )
+    data = _bomb_png()
+    assert len(data) < 200_000
+    with pytest.raises(UserInputError, match="40 megapixels.*limit is 16 megapixels"):
+        load_image(data, max_pixels=16_000_000, target_pixels=1_000_000)
+    assert decoded == [], "the pixels were never decoded"
+
+
+def test_a_large_jpeg_decodes_at_a_reduced_scale_then_to_the_models_size(monkeypatch) -> None:
+    buf = io.BytesIO()
+    Image.radial_gradient("L").resize((4000, 3000)).convert("RGB").save(buf, format="JPEG")
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    drafts = []
+    real_draft = JpegImageFile.draft
+    monkeypatch.setattr(
+        JpegImageFile,
+        "draft",
+        lambda self, mode, size: drafts.append(size) or real_draft(self, mode, size),
+    )
+    # 12 MP is over a 4 MP budget, but decoded at 1/2 scale (3 MP) it fits.
+    img = load_image(buf.getvalue(), max_pixels=4_000_000, target_pixels=1_000_000)
+    assert drafts, "decoded with Image.draft"
+    assert 1_000_000 <= img.width * img.height <= 1_010_000
+    assert abs(img.width / img.height - 4 / 3) < 0.01
+
+
+def test_only_the_accepted_formats_are_opened() -> None:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="TIFF")
+    assert load_image(buf.getvalue()).size == (8, 8)  # the CLI opens anything Pillow knows
+    with pytest.raises(UserInputError, match=r"not a recognised image \(PNG, JPEG are accepted\)"):
+        load_image(buf.getvalue(), formats=["PNG", "JPEG"])
+
+
+async def test_concurrent_uploads_decode_a_few_at_a_time(monkeypatch) -> None:
+    import asyncio
+    import threading
+
+    from generation import images
+
+    running, peak, lock = [0], [0], threading.Lock()
+    real = images.load_image
+
+    def counting(data, **kw):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            return real(data, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(images, "load_image", counting)
+    data = _png(size=(512, 512))
+    out = await asyncio.gather(*(images.decode_upload(data, concurrency=2) for _ in range(8)))
+    assert len(out) == 8 and peak[0] <= 2

@@ -172,6 +172,16 @@ def test_busy_fraction_over_sliding_window():
     assert tracker.fraction() == 0.0
 
 
+def test_busy_history_stays_bounded_when_nobody_scrapes():
+    clock = FakeClock()
+    tracker = BusyTracker(window_s=60, clock=clock)
+    for _ in range(10_000):  # a week of short jobs, no /metrics scrape
+        with tracker.busy():
+            clock.now += 1
+        clock.now += 59
+    assert len(tracker._intervals) <= 2
+
+
 def test_busy_seconds_counter_moves():
     clock = FakeClock()
     tracker = BusyTracker(clock=clock)

@@ -458,3 +458,28 @@ async def test_upscale_job_reports_progress_and_stops_on_cancel(
     assert rec.progress[done.id] == [1, 2]  # one step per batch of tiles, over the whole job
     assert (await store.get_job(cancelled.id)).status == JobStatus.CANCELLED
     assert rec.progress[cancelled.id] == [1]  # stopped before the second batch of tiles
+
+
+async def test_an_upscale_is_charged_by_the_size_of_the_image_it_gets(
+    tiny_engine, tiny_settings, tmp_path, store
+):
+    from PIL import Image
+
+    worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path))
+    parent = tiny_engine.validate(req("a red square", width=64, height=64))
+    costs = []
+    for side in (64, 128):  # an upscale, then an upscale of that upscale
+        image = Image.new("RGB", (side, side), (200, 80, 40))
+        upscale = parent.replace(init_image=image, kind="upscale", count=1, seed=None)
+        costs.append((await worker.submit(upscale, user_id=side)).est_cost)
+    assert costs[1] == pytest.approx(4 * costs[0])
+
+
+def test_gpu_history_is_bounded(tiny_engine, tiny_settings, tmp_path, store):
+    from generation.worker import GPU_INTERVALS_KEPT
+
+    worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path))
+    for i in range(GPU_INTERVALS_KEPT + 10):
+        worker.gpu_intervals.append((i, i + 0.5))
+    assert len(worker.gpu_intervals) == GPU_INTERVALS_KEPT
+    assert worker.gpu_intervals[-1] == (GPU_INTERVALS_KEPT + 9, GPU_INTERVALS_KEPT + 9.5)

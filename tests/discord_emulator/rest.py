@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .faults import Fault
 from .rules import (
     ALREADY_ACKNOWLEDGED,
     INVALID_WEBHOOK_TOKEN,
@@ -122,6 +123,11 @@ class Rest:
                     record.route = template
                     if auth and request.headers.get("Authorization") != f"Bot {self.emu.token}":
                         raise ApiError(401, 0, "401: Unauthorized")
+                    fault = next(
+                        (f for f in self.emu.faults if f.take(method, template, record)), None
+                    )
+                    if fault is not None:
+                        return await self._inject(request, record, fault)
                     headers = self.emu.rate_limits.check(method, template, match.groupdict())
                     body = await handler(record, **match.groupdict())
                     status = 204 if body is None else 200
@@ -136,8 +142,24 @@ class Rest:
                               record.interaction_id)
         record.status, record.response = status, body
         self.emu.requests.append(record)
+        if self.emu.on_request is not None:
+            self.emu.on_request(record)
         await self.emu._notify()
         return json_response(body, status, headers)
+
+    async def _inject(self, request: web.Request, record: RecordedRequest,
+                      fault: Fault) -> web.StreamResponse:
+        """A failure the test asked for (see faults.py): not a violation by the bot."""
+        record.injected = True
+        record.status = 0 if fault.disconnect else fault.status
+        self.emu.requests.append(record)
+        await self.emu._notify()
+        if fault.disconnect:
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
+        body = {"message": f"{fault.status}: injected by the test", "code": 0}
+        return json_response(body, fault.status)
 
     # -- helpers ----------------------------------------------------------------------------
     def _channel(self, channel_id: str) -> Channel:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from .commands import EmulatorUsageError, build_command_data
+from .faults import Fault
 from .gateway import GUILD_MESSAGE_REACTIONS, GUILD_MESSAGES, GUILDS, Gateway
 from .ratelimits import RateLimiter
 from .rest import API, Rest
@@ -61,6 +62,10 @@ class Emulator:
         self.interactions: dict[int, Interaction] = {}
         self.tokens: dict[str, Interaction] = {}
         self.requests: list[RecordedRequest] = []
+        self.faults: list[Fault] = []
+        # Called with every request after it was handled, before the answer is sent (e.g. a
+        # test kills the bot process right after Discord received its ack).
+        self.on_request: Callable[[RecordedRequest], None] | None = None
         self._violations: list[Violation] = []
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
@@ -160,6 +165,14 @@ class Emulator:
         """Limit a route template (e.g. "PATCH", "/channels/{channel_id}/messages/{message_id}")
         per channel/guild/token, answering with X-RateLimit-* headers and 429s like Discord."""
         self.rate_limits.set(method, route, limit, per_seconds)
+
+    def fail_next(self, method: str, route: str, *, times: int = 1, status: int = 503,
+                  disconnect: bool = False,
+                  when: Callable[[RecordedRequest], bool] | None = None) -> Fault:
+        """The next ``times`` matching requests get ``status`` (or a dropped connection)."""
+        fault = Fault(method, route, times, status, disconnect, when)
+        self.faults.append(fault)
+        return fault
 
     def find_command(self, name: str, guild_id: int | None = None) -> dict[str, Any] | None:
         """A synced command by name: guild commands first, then global ones."""

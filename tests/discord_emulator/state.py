@@ -364,6 +364,7 @@ class RecordedRequest:
     status: int = 0
     response: Any = None
     interaction_id: int | None = None
+    injected: bool = False  # answered by a fault the test injected (``emu.fail_next``)
 
     @property
     def ok(self) -> bool:
