@@ -233,6 +233,9 @@ def bench_arch(
         "cobatched_s": round(cobatched["seconds"], 4),
         "sequential_s": round(sequential["seconds"], 4),
         "gain": round(sequential["seconds"] / cobatched["seconds"], 2),
+        # How far a co-batched image is from the same request made alone (fp16 sums in a
+        # batch-size dependent order): the tolerance users see when they re-make a seed.
+        "vs_solo_pixels": solo_difference(engine, [request(i) for i in range(n)]),
     }
 
     from PIL import Image
@@ -253,6 +256,23 @@ def bench_arch(
         out["sdxl_decode"] = decode_figures(engine, clock, size, device)
     out["total_s"] = round(time.perf_counter() - started, 1)
     return out, engine
+
+
+def solo_difference(engine: Engine, reqs: list[GenerationRequest]) -> dict[str, float]:
+    """Pixel difference (0-255) between each co-batched image and its solo twin."""
+    import numpy as np
+
+    together = engine.generate(reqs)
+    diffs = [
+        np.abs(np.asarray(r.images[0], np.int16) - np.asarray(engine.generate([q])[0].images[0]))
+        for q, r in zip(reqs, together, strict=True)
+    ]
+    every = np.concatenate([d.ravel() for d in diffs])
+    return {
+        "max": int(every.max()),
+        "mean": round(float(every.mean()), 3),
+        "share_differing": round(float((every > 0).mean()), 4),
+    }
 
 
 def decode_figures(engine: Engine, clock: Clock, size: int, device: torch.device) -> dict[str, Any]:
