@@ -376,7 +376,12 @@ def print_summary(result: dict[str, Any]) -> None:
                 f"  {case:<40}{b1['images_per_s']:>10}{b4['images_per_s']:>10}{ratio:>13}{peak:>10}"
             )
         print(f"  compile warm-up: {figures['compile_warm_up_s']} s")
-        print(f"  co-batching 4 requests: x{figures['cobatching']['gain']}")
+        cob = figures["cobatching"]
+        print(
+            f"  co-batching {cob['requests']} requests: x{cob['gain']} (vs solo: max "
+            f"{cob['vs_solo_pixels']['max']}/255 on {cob['vs_solo_pixels']['share_differing']:.1%}"
+            " of pixels)"
+        )
         up = figures["upscale"]
         print(
             f"  upscale {up['from']}->{up['to']}: {up['tiles']} tiles of {up['tile']}, "
