@@ -225,14 +225,20 @@ def bench_arch(
             figure["vs_defaults"] = round(figure["images_per_s"] / base[name]["images_per_s"], 2)
     out["cases"] = cases
 
-    n = batches[-1]
-    cobatched = clock.measure(lambda: engine.generate([request(i) for i in range(n)]))
-    sequential = clock.measure(lambda: [engine.generate([request(i)]) for i in range(n)])
+    reqs = [request(i) for i in range(batches[-1])]
+    made: dict[str, list[Any]] = {}
+    cobatched = clock.measure(lambda: made.__setitem__("together", engine.generate(reqs)))
+    sequential = clock.measure(
+        lambda: made.__setitem__("alone", [engine.generate([q])[0] for q in reqs])
+    )
     out["cobatching"] = {
-        "requests": n,
+        "requests": len(reqs),
         "cobatched_s": round(cobatched["seconds"], 4),
         "sequential_s": round(sequential["seconds"], 4),
         "gain": round(sequential["seconds"] / cobatched["seconds"], 2),
+        # How far a co-batched image is from the same request made alone (fp16 sums in a
+        # batch-size dependent order): the tolerance users see when they re-make a seed.
+        "vs_solo_pixels": solo_difference(made["together"], made["alone"]),
     }
 
     from PIL import Image
@@ -253,6 +259,23 @@ def bench_arch(
         out["sdxl_decode"] = decode_figures(engine, clock, size, device)
     out["total_s"] = round(time.perf_counter() - started, 1)
     return out, engine
+
+
+def solo_difference(together: list[Any], alone: list[Any]) -> dict[str, float]:
+    """Pixel difference (0-255) between each co-batched image and its solo twin."""
+    import numpy as np
+
+    every = np.concatenate(
+        [
+            np.abs(np.asarray(a.images[0], np.int16) - np.asarray(b.images[0], np.int16)).ravel()
+            for a, b in zip(together, alone, strict=True)
+        ]
+    )
+    return {
+        "max": int(every.max()),
+        "mean": round(float(every.mean()), 3),
+        "share_differing": round(float((every > 0).mean()), 4),
+    }
 
 
 def decode_figures(engine: Engine, clock: Clock, size: int, device: torch.device) -> dict[str, Any]:
@@ -356,7 +379,12 @@ def print_summary(result: dict[str, Any]) -> None:
                 f"  {case:<40}{b1['images_per_s']:>10}{b4['images_per_s']:>10}{ratio:>13}{peak:>10}"
             )
         print(f"  compile warm-up: {figures['compile_warm_up_s']} s")
-        print(f"  co-batching 4 requests: x{figures['cobatching']['gain']}")
+        cob = figures["cobatching"]
+        print(
+            f"  co-batching {cob['requests']} requests: x{cob['gain']} (vs solo: max "
+            f"{cob['vs_solo_pixels']['max']}/255 on {cob['vs_solo_pixels']['share_differing']:.1%}"
+            " of pixels)"
+        )
         up = figures["upscale"]
         print(
             f"  upscale {up['from']}->{up['to']}: {up['tiles']} tiles of {up['tile']}, "

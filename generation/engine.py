@@ -629,7 +629,18 @@ class Engine:
                     total = event.total * len(chunks)
                     progress(ProgressEvent(done * event.total + event.step, total))
 
-            results = self._run_batch(chunk, reqs, chunk_progress, should_cancel)
+            alone = False
+            try:
+                results = self._run_batch(chunk, reqs, chunk_progress, should_cancel)
+            except OutOfMemory:
+                if len(chunk) == 1:
+                    raise
+                alone = True
+            if alone:  # after the except block, so the failed batch's memory is free
+                log.warning("a batch of %d upscale tiles ran out of memory; one by one", len(chunk))
+                results = [
+                    self._run_batch([i], reqs, chunk_progress, should_cancel)[0] for i in chunk
+                ]
             refined.extend(r.images[0] for r in results)
         if len(corners) == 1:
             return refined[0]

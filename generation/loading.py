@@ -122,9 +122,13 @@ def _checkpoint_keys(path: Path) -> list[str]:
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
     try:  # a zip-format .ckpt maps lazily; an old pickle one has to be read whole
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except RuntimeError:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - e.g. training objects pickled in: diffusers says
+        log.warning("cannot list the tensors of %s (%s); loading it as SD 1.x/2.x", path, exc)
+        return []
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     return [k for k in state if isinstance(k, str)] if isinstance(state, dict) else []

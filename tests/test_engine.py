@@ -320,6 +320,23 @@ def test_upscale_tiles_are_batched_and_each_has_its_own_seed(tiny_engine: Engine
     assert not np.array_equal(out[:40, :40], out[:40, -40:])
 
 
+def test_upscale_tiles_that_do_not_fit_together_run_one_by_one(tiny_engine: Engine):
+    def oom_when_batched(_module, args):
+        if args[0].shape[0] > 2:  # more than one tile (x2 for classifier-free guidance)
+            raise torch.OutOfMemoryError("CUDA out of memory")
+
+    src = Image.new("RGB", (96, 64), (90, 30, 200))
+    parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
+    batched = tiny_engine.upscale(src, parent, seed=5, tile_size=64)
+    handle = tiny_engine.txt2img.unet.register_forward_pre_hook(oom_when_batched)
+    try:
+        alone = tiny_engine.upscale(src, parent, seed=5, tile_size=64)
+    finally:
+        handle.remove()
+    assert "lanczos_fallback" not in alone.timings  # refined, not just resized
+    assert batch_equal(alone.images[0], batched.images[0])
+
+
 def test_cancelled_upscale_stops(tiny_engine: Engine, unet_calls):
     src = Image.new("RGB", (96, 64), (90, 30, 200))
     parent = tiny_engine.validate(GenerationRequest("a fox", seed=1, count=1, steps=4))
