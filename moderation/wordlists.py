@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
+from wordfreq import zipf_frequency
+
 from moderation.text import SoundAlikeMatcher, TermMatcher
 
 GATE_SECTIONS = (
@@ -20,8 +22,10 @@ GATE_SECTIONS = (
 CONTEXT_SECTIONS = (
     "hate_glorify", "education", "help", "adult", "compound_heads", "dish_names", "dish_context",
 )
-# Gate labels whose single words are also matched by sound ("nekkid", "seggs"); first wins.
-SOUNDALIKE_LABELS = ("sexual_minors", "sexual", "gore", "suggestive")
+# Gate labels whose single words are also matched by sound ("seggs", "pornografy"); first wins.
+SOUNDALIKE_LABELS = ("sexual_minors", "sexual")
+SOUNDALIKE_MIN_MINORS = 6
+SOUNDALIKE_TARGET_ZIPF = 2.0  # listed words in common English use (wordfreq) get sound-alikes  # "pedofile", "lolicon"; not "pedo" or "loli", too many near words
 SENSITIVE_SECTIONS = (
     "sensitive_sexual", "sensitive_violence", "sensitive_crime", "sensitive_drugs",
     "sensitive_politics",
@@ -103,10 +107,15 @@ def word_lists() -> WordLists:
     # sexual_minors, and must count as sexual_minors on its own.
     gate_order = ("sexual_minors",) + tuple(x for x in GATE_SECTIONS if x != "sexual_minors")
     gate = _matcher(s, gate_order)
-    # Sound-alikes of the main (mostly English) lists only: across languages every short word
-    # sounds like some listed one ("deti" like Italian "tette").
+    # Sound-alikes of English words only: across languages every short word sounds like some
+    # listed one ("deti" like Italian "tette"), and misspellings of misspellings ("porm") or of
+    # foreign words ("nackte") find mostly innocent words.
     main = _matcher(read_sections("terms.txt"), gate_order).terms()
-    sounds = {t: label for t, label in main.items() if label in SOUNDALIKE_LABELS}
+    sounds = {
+        t: label for t, label in main.items()
+        if (label == "sexual" or (label == "sexual_minors" and len(t) >= SOUNDALIKE_MIN_MINORS))
+        and zipf_frequency(t, "en", wordlist="large") >= SOUNDALIKE_TARGET_ZIPF
+    }
     return WordLists(
         gate=gate,
         soundalike=SoundAlikeMatcher(sounds, SOUNDALIKE_LABELS),
