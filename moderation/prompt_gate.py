@@ -55,6 +55,11 @@ _SELF_HARM_ACT = re.compile(
     r"(?:him|her|them|my|your|one|our)sel(?:f|ves)\b"
     r"|\b(?:cut|slash|slic|slit|carv)\w* (?:\w+ )?(?:wrists?|forearms?|thighs?)\b"
 )
+# Standing against a hate group ("heroes who fought the nazis") is no glorification of it.
+_AGAINST = re.compile(
+    r"\b(?:against|fought|fight|fighting|defeat\w*|victory over|resist\w*|liberat\w*|punch\w*"
+    r"|oppos\w*|escap\w*|surviv\w*) (?:the |a )?(?:nazi|fascis|klan|kkk|isis|hitler|racis|hate)"
+)
 # A year in the 1800s or 1900s dates a scene: history, for the hate rule.
 _PAST_YEAR = re.compile(r"\b1[89]\d\d s?\b")
 
@@ -201,7 +206,8 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
         return without_safe(ms, allowed) if allowed else ms
 
     hate = by.get("hate", [])
-    history = context.get("education") or _PAST_YEAR.search(norm.text)
+    history = (context.get("education") or _PAST_YEAR.search(norm.text)
+               or _AGAINST.search(norm.text))
     if not history:
         hate += by.get("hate_ritual", [])
         if glorify := context.get("hate_glorify"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -372,7 +373,10 @@ def without_safe(matches: list[Match], safe: list[Match]) -> list[Match]:
 COMMON_ZIPF_EN = 3.0
 COMMON_ZIPF_OTHER = 3.0
 COMMON_LANGUAGES = ("fr", "de", "es", "it", "pt", "nl", "sv", "pl", "tr", "id")
+KNOWN_ZIPF_EN = 1.0
 MIN_SOUNDALIKE_LEN = 4
+SOUNDALIKE_EDITS_SHORT = 1  # edits allowed (on the sound spelling) for a listed word of <= 5
+SOUNDALIKE_EDITS = 2  # letters, and for longer ones
 SOUNDALIKE_CACHE = 1 << 16  # words remembered (prompts reuse a small vocabulary)
 
 
@@ -395,6 +399,46 @@ def is_common_word(word: str) -> bool:
     )
 
 
+@lru_cache(maxsize=1 << 14)
+def is_known_word(word: str) -> bool:
+    """Whether ``word`` is in use at all: a common word (``is_common_word``) or in wordfreq's
+    large English list (about 1 use in 10 million words and up, plurals too). Established
+    misspellings are in use ("nekkid", "secks") and so are listed in terms.txt; the sound-alike
+    matcher only reads words nobody writes as they are."""
+    from wordfreq import zipf_frequency
+
+    if is_common_word(word):
+        return True
+    english = [word, word[:-1]] if word.endswith("s") and len(word) > 4 else [word]
+    return any(zipf_frequency(w, "en", wordlist="large") >= KNOWN_ZIPF_EN for w in english)
+
+
+_PUNCT = "\"'.,;:!?()[]{}"
+
+
+@lru_cache(maxsize=1 << 14)
+def _is_english(word: str) -> bool:
+    """A common English word, not much more common in another listed language ("photo" yes,
+    "une", "dans", "kuva" no)."""
+    from wordfreq import zipf_frequency
+
+    english = zipf_frequency(word, "en", wordlist="small")
+    return english >= COMMON_ZIPF_EN and all(
+        zipf_frequency(word, lang, wordlist="small") <= english + 1 for lang in COMMON_LANGUAGES
+    )
+
+
+def _reads_as_english(words: Iterable[str]) -> bool:
+    """At least half the other words (of three letters or more) are English ones."""
+    words = [w for w in words if len(w) >= 3 and w.isalpha()]
+    return sum(map(_is_english, words)) * 2 >= len(words) - 1
+
+
+def _has_accent(word: str) -> bool:
+    return any("LATIN" in unicodedata.name(c, "") and "WITH" in unicodedata.name(c, "")
+               for c in word if not c.isascii())
+
+
 def _mostly_latin(word: str) -> bool:
     letters = [c for c in word if c.isalpha()]
     latin = sum(1 for c in letters if c.isascii() or "LATIN" in unicodedata.name(c, ""))
@@ -413,7 +457,7 @@ _DOUBLES = re.compile(r"([a-z])\1+")
 _SOUND_SPELLINGS = tuple(
     (re.compile(p), s)
     for p, s in (("ph", "f"), ("ck", "k"), ("x", "ks"), ("c(?=[eiy])", "s"), ("[cq]", "k"),
-                 ("z", "s"))
+                 ("z", "s"), ("oo|ou", "u"), ("ee|ea", "i"), ("y$", "i"), ("(?<=...)e$", ""), ("ay", "a"), ("id$", "ed"))
 )
 
 
@@ -433,10 +477,11 @@ class SoundAlikeMatcher:
     """Misspellings by sound of listed single words: letters dropped, doubled or swapped for
     ones that sound the same ("nekkid", "seggs", "hentia", "vajina", "pornografy").
 
-    A prompt word matches a listed word when they share a phonetic code, their spellings (double
-    letters squeezed) differ by at most two edits and by at most half the listed word, and the
-    prompt word is not itself a common word (``is_common_word``). Leetspeak, look-alike letters
-    and spacing are undone first by ``normalize``, as for exact matching.
+    A prompt word matches a listed word when they share a phonetic code, their rough sound
+    spellings differ by at most one edit (two for listed words of six letters or more), and the
+    prompt word is in no word list at all (``is_known_word``): "prawn" is not "porn", "pushy"
+    not "pussy". Leetspeak, look-alike letters and spacing are undone first by ``normalize``,
+    as for exact matching.
     """
 
     def __init__(self, terms: dict[str, str], priority: tuple[str, ...] = ()) -> None:
@@ -449,8 +494,9 @@ class SoundAlikeMatcher:
         self._by_key: dict[str, list[str]] = {}
         for term in self._terms:
             for key in sound_keys(term):
-                # A three-letter word needs a three-letter code: "sex" (SKS) yes, "cum" (KM) no.
-                if len(term) >= MIN_SOUNDALIKE_LEN or len(key) > 3:
+                # A three-letter word needs a three-letter Metaphone code: "sex" (SKS) yes, "cum"
+                # (KM) no; the key is the kind letter ("m" or "n") and the code.
+                if len(term) >= MIN_SOUNDALIKE_LEN or (key[0] == "m" and len(key) > 3):
                     self._by_key.setdefault(key, []).append(term)
 
     def _closest(self, word: str) -> str | None:
@@ -460,24 +506,31 @@ class SoundAlikeMatcher:
         candidates = {t for key in sound_keys(word) for t in self._by_key.get(key, ())}
         best: tuple[int, int, str] | None = None
         for term in candidates:
-            limit = min(2, max(1, (len(term) + 1) // 2))
+            limit = SOUNDALIKE_EDITS_SHORT if len(term) <= 5 else SOUNDALIKE_EDITS
             dist = OSA.distance(_squeeze(word), _squeeze(term), score_cutoff=limit)
             if dist <= limit:
                 rank = self._rank.get(self._terms[term], len(self._rank))
                 best = min(best or (rank, dist, term), (rank, dist, term))
-        if best is None or is_common_word(word):
+        if best is None or is_known_word(word):
             return None
         return best[2]
 
     def find(self, text: NormalizedText) -> list[Match]:
         out: list[Match] = []
         seen: set[str] = set()
+        plain = {(t.first_word, t.last_word): t.text for t in text.tokens}
         for tokens in text.variants:
             for tok in tokens:
                 word = tok.text
                 if word in seen or len(word) < MIN_SOUNDALIKE_LEN or word in self._known:
                     continue
                 seen.add(word)
+                as_written = plain.get((tok.first_word, tok.last_word), word)
+                if as_written != word and as_written.isalpha() and is_known_word(as_written):
+                    continue  # "pensive" is a word, whatever its leetspeak reading "pensiue"
+                original = text.words[tok.first_word].lower().strip(_PUNCT)
+                if tok.first_word == tok.last_word and _has_accent(original):
+                    continue  # accents are written by people writing another language, not tricks
                 if not word.isalpha() or (word.endswith("s") and word[:-1] in self._known):
                     continue
                 if not _mostly_latin(" ".join(text.words[tok.first_word : tok.last_word + 1])):
@@ -490,6 +543,9 @@ class SoundAlikeMatcher:
                     self._cache[word] = term
                 if term is None:
                     continue
+                if not _reads_as_english(plain.values()):
+                    break  # the listed words are English: a prompt in another language has
+                    # no misspellings of them, only its own words that sound alike ("kuuma")
                 out.append(Match(self._terms[term], term,
                                  text.source(tok.first_word, tok.last_word),
                                  tok.first_word, tok.last_word, fuzzy=True))

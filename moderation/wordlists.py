@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 
-from moderation.text import SoundAlikeMatcher, TermMatcher
+from wordfreq import zipf_frequency
+
+from moderation.text import SoundAlikeMatcher, TermMatcher, is_known_word
 
 GATE_SECTIONS = (
     "sexual", "suggestive", "minor", "sexual_minors", "gore", "hate", "hate_entity", "hate_ritual",
@@ -20,8 +22,10 @@ GATE_SECTIONS = (
 CONTEXT_SECTIONS = (
     "hate_glorify", "education", "help", "adult", "compound_heads", "dish_names", "dish_context",
 )
-# Gate labels whose single words are also matched by sound ("nekkid", "seggs"); first wins.
-SOUNDALIKE_LABELS = ("sexual_minors", "sexual", "gore", "suggestive")
+# Gate labels whose single words are also matched by sound ("seggs", "pornografy"); first wins.
+SOUNDALIKE_LABELS = ("sexual_minors", "sexual")
+SOUNDALIKE_MIN_MINORS = 6
+SOUNDALIKE_TARGET_ZIPF = 2.0  # listed words in common English use (wordfreq) get sound-alikes  # "pedofile", "lolicon"; not "pedo" or "loli", too many near words
 SENSITIVE_SECTIONS = (
     "sensitive_sexual", "sensitive_violence", "sensitive_crime", "sensitive_drugs",
     "sensitive_politics",
@@ -97,16 +101,22 @@ class WordLists:
 
 @cache
 def word_lists() -> WordLists:
-    """Built on first use (about 0.1 s), then shared by every check."""
+    """Built on first use (about 1 s with wordfreq's lists), then shared by every check."""
     s = read_terms()
     # A term in two gate sections keeps its first label; "loli" is listed under both minor and
     # sexual_minors, and must count as sexual_minors on its own.
     gate_order = ("sexual_minors",) + tuple(x for x in GATE_SECTIONS if x != "sexual_minors")
     gate = _matcher(s, gate_order)
-    # Sound-alikes of the main (mostly English) lists only: across languages every short word
-    # sounds like some listed one ("deti" like Italian "tette").
+    # Sound-alikes of English words only: across languages every short word sounds like some
+    # listed one ("deti" like Italian "tette"), and misspellings of misspellings ("porm") or of
+    # foreign words ("nackte") find mostly innocent words.
     main = _matcher(read_sections("terms.txt"), gate_order).terms()
-    sounds = {t: label for t, label in main.items() if label in SOUNDALIKE_LABELS}
+    sounds = {
+        t: label for t, label in main.items()
+        if (label == "sexual" or (label == "sexual_minors" and len(t) >= SOUNDALIKE_MIN_MINORS))
+        and zipf_frequency(t, "en", wordlist="large") >= SOUNDALIKE_TARGET_ZIPF
+    }
+    is_known_word("zzzq")  # loads wordfreq's lists now, not in the middle of a user's check
     return WordLists(
         gate=gate,
         soundalike=SoundAlikeMatcher(sounds, SOUNDALIKE_LABELS),

@@ -314,6 +314,8 @@ PASSES = [
     "a history textbook page about nazi propaganda", "holocaust memorial in berlin",
     "a documentary still of a 1936 nazi rally", "a history lesson on the ku klux klan",
     "allied soldiers liberating a concentration camp", "hitler's rally, 1934, history illustration",
+    "heroes who fought the nazis, painting", "a beautiful statue of the goddess isis",
+    "a hindu temple door with a swastika symbol, beautiful",
     # awareness, help and unrelated uses of "suicide"
     "suicide prevention poster with a hotline number", "a self-harm awareness campaign",
     "a support group for suicide survivors", "the Suicide Squad movie poster",
@@ -324,6 +326,7 @@ PASSES = [
     "a pornstar martini", "a sex on the beach cocktail", "a naked cake at a wedding",
     "two blue-footed boobies", "a pussy cat asleep", "faggots and peas", "naked chicken wings",
     "a nude cat", "a hot dog", "a slice of cheesecake", "Dickens on a shelf", "horny goat weed",
+    "food porn photography of a burger",
 ]
 
 

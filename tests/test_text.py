@@ -135,9 +135,8 @@ SOUNDS = SoundAlikeMatcher(
 
 @pytest.mark.parametrize(
     ("word", "listed"),
-    [("nekkid", "naked"), ("nakid", "naked"), ("noods", "nude"), ("seggs", "sex"),
-     ("secks", "sex"), ("hentia", "hentai"), ("nakkid", "naked"), ("pornografy", "pornography"),
-     ("s3ggs", "sex")],
+    [("nekid", "naked"), ("nakid", "naked"), ("neked", "naked"), ("seggs", "sex"),
+     ("hentia", "hentai"), ("nakkid", "naked"), ("pornografy", "pornography"), ("s3ggs", "sex")],
 )
 def test_misspellings_by_sound_match_the_listed_word(word: str, listed: str) -> None:
     (match,) = SOUNDS.find(normalize(f"a {word} photo"))
@@ -146,10 +145,17 @@ def test_misspellings_by_sound_match_the_listed_word(word: str, listed: str) -> 
 
 @pytest.mark.parametrize(
     "word", ["node", "nodes", "sax", "sacks", "sets", "nuit", "tetto", "honda", "comm", "need",
-             "noodle", "naked", "deti"],
+             "noodle", "naked", "deti", "prawn", "pushy", "peonies", "necked", "tutus", "nekkid"],
 )
-def test_common_words_in_any_listed_language_are_not_misspellings(word: str) -> None:
-    assert SOUNDS.find(normalize(word)) == [], word
+def test_words_in_use_are_not_misspellings(word: str) -> None:
+    # Rare real words ("peonies") and established misspellings ("nekkid", which terms.txt lists
+    # as it is) are in wordfreq's lists; only words nobody writes are read as misspellings.
+    assert SOUNDS.find(normalize(f"a photo of {word}")) == [], word
+
+
+def test_prompts_in_another_language_are_not_read_for_english_misspellings() -> None:
+    assert SOUNDS.find(normalize("kuva hinta talossa")) == []  # Finnish, "hinta" ~ "hentai"
+    assert SOUNDS.find(normalize("a photo of a hentia girl"))
 
 
 def test_transliterated_words_are_not_read_as_english_misspellings() -> None:
