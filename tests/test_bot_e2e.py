@@ -512,6 +512,10 @@ async def test_queue_cancel_settings_stats_and_help(quick_harness: Harness) -> N
     )
     assert "16:9" in (await _ephemeral_reply(emu, saved)).content
     first = await harness.imagine("a quiet harbour", user=emu.alice)
+    # Commands are handled concurrently: Alice's is queued before Bob's is sent.
+    await emu.wait_for(
+        lambda: (m := emu.original_message(first)) and "position 1" in m.content, 30
+    )
     second = await harness.imagine("a quiet harbour at night", user=emu.bob)
     queued = await emu.wait_for(
         lambda: (m := emu.original_message(second)) and "position 2" in m.content and m, 10
