@@ -1,4 +1,4 @@
-"""Invisible watermark: an 18-bit payload plus a 30-bit keyed tag, tiled over every image.
+"""Invisible watermark: an 18-bit payload plus a 24-bit keyed tag, tiled over every image.
 
 Why this design (figures from ``python bench/watermark.py``):
 
@@ -7,30 +7,36 @@ Why this design (figures from ``python bench/watermark.py``):
   payload is hidden (XOR-ed with a keyed mask), so payloads cannot be read or enumerated. The
   check bits are a truncated HMAC-SHA256 of the payload (not a public CRC).
 * **Tiled spread spectrum, mid frequencies.** The mark is a periodic pattern on the luma: one
-  period (``TILES`` periods across the short side, so ~128 px on a 512 px image) holds the whole
-  payload, as random phases on a ring of 2-D Fourier coefficients (3-20 cycles per period, i.e.
-  structures of ~6-40 px). Key-shuffled coefficients carry a pilot (sync) and each code bit;
-  disjoint coefficients keep them orthogonal. Low-enough frequencies survive JPEG 30, WebP,
-  halving; repetition across tiles survives crops (any period-sized window holds everything).
-* **Detection folds the image.** The whitened luma is summed modulo the period into one 64x64
-  tile (``np.bincount``), which adds up every tile's copy; the pilot's circular correlation
-  (FFT) finds the crop offset, and the mirrored pilot a horizontal flip. The period is first
-  guessed from the image size (no crop: the common case, ~10 ms), then from the peaks of the
-  residual's autocorrelation (a tiled pattern repeats; this finds crops and resizes).
+  period (``TILES`` across the short side, at least ``MIN_PERIOD`` px; 128 px on a 512 px
+  image) holds the whole payload, as random phases on a ring of 2-D Fourier coefficients
+  (6-26 cycles per period: structures of ~5-20 px at 512 px). Key-shuffled coefficients carry
+  a pilot and each code bit; disjoint coefficients keep them orthogonal. These frequencies
+  survive JPEG 30, WebP 50 and halving; the repetition survives crops (any period-sized window
+  holds everything). The same strength everywhere: a perceptual mask (more in texture, less
+  in flat areas) measured worse, as JPEG wipes faint marks off flat areas first.
+* **Detection folds the image.** At a canonical scale (short side 512 px), the luma is
+  spectrally whitened and summed modulo the period into one 64x64 tile (``np.bincount``),
+  adding up every tile's copy. Correlating every group (pilot and bits) over all cyclic shifts
+  finds the crop offset; the mirrored tile finds a horizontal flip. The period is first taken
+  from the image size (no crop: the common case, one fold), else from the whitened power
+  spectrum (a tiled pattern is a lattice of spikes at the key's frequencies), polished by the
+  sync peak.
 * **Soft decoding + keyed tag.** Each code bit is a correlation sum; when the tag fails, the
   ``CHASE_BITS`` least reliable bits are tried in every combination (a Chase list decoder).
-  False detections: each tried word passes a 30-bit tag with probability 2^-30; a look-up
-  tries at most ``MAX_DECODES`` geometries x 2^``CHASE_BITS`` words, so an unmarked image (or a
-  mark made with another key) is read as marked with probability <= 3 x 1024 x 2^-30 =
-  0.0003 %, and <= 0.002 % per look-up with the 6 grid tiles; the documented ceiling is 0.1 %.
-* **Adaptive strength.** The pattern is scaled by local activity (stronger in texture, weaker
-  in flat areas) and the gain fitted so PSNR lands at ``TARGET_PSNR`` (>= 40 dB).
-* **Cheap verification.** After embedding, the mark is read back at its known period and
-  offset: a fold and one small FFT (no search), so ``embed_verified`` costs little more than
-  ``embed``.
+  False detections: each tried word passes the 24-bit tag with probability 2^-24 and a look-up
+  decodes at most ``MAX_DECODES`` geometries x 2^``CHASE_BITS`` words, so an unmarked image,
+  or one marked with another key or the old unkeyed scheme, reads as marked with probability
+  <= 3 x 256 x 2^-24 = 0.0046 % (``FALSE_DETECTION_BOUND``), <= 0.032 % per look-up with the 6
+  grid tiles: under the documented ceiling of 0.1 %.
+* **Cheap verification.** After embedding, ``verify`` reads the mark back at its known period
+  and offset: one whitening, one fold and one small FFT, no search.
 * A job's grid is not marked itself: it is tiled from the job's already marked images, so each
   tile carries its own image's payload. ``detect_tiles`` reads a grid tile by tile, following
   ``generation.engine.make_grid``'s layout; a tile cut out of a grid is simply a marked image.
+
+Weak spots (bench): fine random textures (grass, gravel) carry a mark that reads on the file
+and after JPEG/WebP/halving but not always after a crop; rotation is not searched (2 degrees
+loses the mark).
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ MAX_PAYLOAD = (1 << PAYLOAD_BITS) - 1
 SCHEME = b"imagine-bot/watermark/v2"
 
 TILES = 4  # periods across the short side
-MIN_PERIOD = 48  # px; smaller images get fewer, larger periods
+MIN_PERIOD = 96  # px: a smaller image gets fewer, larger periods (downscaling keeps them)
 FOLD = 64  # bins per period when folding
 BAND = (6.0, 26.0)  # ring of frequencies carrying the mark, cycles per period
 PILOT_SHARE = 0.2  # share of the ring's coefficients given to the sync pilot
