@@ -466,7 +466,7 @@ def _scale_candidates(code: _Code, residual: np.ndarray, count: int) -> list[flo
     window = np.outer(np.hanning(height), np.hanning(width)).astype(np.float32)
     power = np.abs(sfft.rfft2(residual * window)) ** 2
     power = power.astype(np.float32)
-    power = np.sqrt(power / (cv2.blur(power, (9, 9)) + 1e-9))
+    power = np.sqrt(np.maximum(power / (cv2.blur(power, (9, 9)) + 1e-9), 0))
     low, high = SCALE_RANGE
     periods = CANON_PERIOD * np.exp(np.linspace(np.log(low), np.log(high), SCALE_STEPS))
     fy, fx = code.rows.astype(np.float64), code.cols.astype(np.float64)
