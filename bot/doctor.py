@@ -504,34 +504,38 @@ def token_problem(token: str) -> tuple[str | None, str | None]:
     return None, bot_id
 
 
-def check_watermark(model_dir: Path | None = None) -> Check:
-    """Load the RivaGAN encoder/decoder that invisible-watermark ships (same files it uses)."""
+def check_watermark(keys_dir: Path | None = None) -> Check:
+    """The keyed watermark reads back what it writes, and the instance key is sound (0600)."""
     try:
-        import onnxruntime
+        from PIL import Image
 
-        if model_dir is None:
-            import imwatermark
-
-            model_dir = Path(imwatermark.__file__).parent
+        from moderation import watermark
+        from moderation.watermark_key import KEY_FILE, WatermarkKey, load_or_create_key
     except ImportError as exc:
         return Check(
             "watermark",
             "fail",
             f"the watermark libraries cannot be imported ({exc})",
-            "reinstall imagine-bot's dependencies: pip install invisible-watermark onnxruntime",
+            "reinstall imagine-bot's dependencies: pip install opencv-python-headless scipy",
         )
-    for part in ("encoder", "decoder"):
-        model = Path(model_dir) / f"rivagan_{part}.onnx"
+    note = "the key is created on first start"
+    key = WatermarkKey.generate()
+    if keys_dir is not None and (Path(keys_dir) / KEY_FILE).is_file():
         try:
-            onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            return Check(
-                "watermark",
-                "fail",
-                f"the watermark model {model} does not load: {_first_line(exc)}",
-                "reinstall it: pip install --force-reinstall --no-deps invisible-watermark",
-            )
-    return Check("watermark", "ok", "RivaGAN watermark encoder and decoder load")
+            key = load_or_create_key(Path(keys_dir))  # also narrows its mode to 0600
+        except UserInputError as exc:
+            return Check("watermark", "fail", str(exc), "restore the key file from a backup")
+        note = f"key {key.fingerprint} in {Path(keys_dir) / KEY_FILE}, mode 0600"
+    ramp = Image.linear_gradient("L").resize((256, 256)).convert("RGB")
+    payload = watermark.payload_for(1, 0)
+    if watermark.detect(watermark.embed(ramp, payload, key), key).payload != payload:
+        return Check(
+            "watermark",
+            "fail",
+            "the watermark does not read back what it wrote",
+            "reinstall imagine-bot's dependencies (numpy, scipy, opencv-python-headless)",
+        )
+    return Check("watermark", "ok", f"keyed watermark embeds and reads back; {note}")
 
 
 def check_nudenet(model_path: Path | None = None) -> Check:
@@ -618,7 +622,10 @@ def run_checks(settings: Settings, *, online: bool = True, quick: bool = False) 
     ]
     checks = [c for c in checks if c is not None]
     if not quick:
-        checks += [check_watermark(), check_nudenet(settings.moderation.nsfw_model)]
+        checks += [
+            check_watermark(settings.keys_dir),
+            check_nudenet(settings.moderation.nsfw_model),
+        ]
     return checks
 
 

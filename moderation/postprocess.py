@@ -36,6 +36,7 @@ from moderation import watermark
 from moderation.deepfake import check_output
 from moderation.label import add_label
 from moderation.provenance import C2paSigner, ImageProvenance, encode_png, without_prompt
+from moderation.watermark_key import WatermarkKey, key_for_settings
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,12 @@ class PostProcessor:
         loop: asyncio.AbstractEventLoop | None = None,
         check_image: ImageCheck | None = None,
         signer: C2paSigner | None | bool = True,
+        watermark_key: WatermarkKey | None = None,
     ) -> None:
         """``store`` + ``loop``: read the channel policy and write the audit log through the
         bot's event loop. ``check_image`` replaces NudeNet + the deepfake output rule;
-        ``signer=True`` creates the C2PA signer from the settings (None/False: no C2PA)."""
+        ``signer=True`` creates the C2PA signer from the settings (None/False: no C2PA);
+        ``watermark_key`` defaults to the instance key (made on first start, next to C2PA's)."""
         self.settings = settings
         self.store = store
         self.loop = loop
@@ -75,6 +78,7 @@ class PostProcessor:
         if signer is True:
             signer = C2paSigner.for_settings(settings)
         self.signer: C2paSigner | None = signer or None
+        self.watermark_key = watermark_key or key_for_settings(settings)
 
     # --- the step ---------------------------------------------------------------------------
 
@@ -139,7 +143,8 @@ class PostProcessor:
     def _mark(self, job: Job, item: _Item, policy: Any) -> watermark.Marked:
         """The image as delivered: badge first (when the policy asks), then the mark over it."""
         image = add_label(item.image) if getattr(policy, "ai_label", False) else item.image
-        return watermark.embed_verified(image, watermark.payload_for(job.seq, item.index))
+        payload = watermark.payload_for(job.seq, item.index)
+        return watermark.embed_verified(image, payload, self.watermark_key)
 
     def _save(
         self,

@@ -10,8 +10,11 @@ Three layers, from most to least fragile:
   (digitalSignature, emailProtection EKU), which c2pa accepts offline. Readers show the
   manifest as *valid* but not *trusted* (our CA is not on a public trust list). Any C2PA failure
   is logged and skipped: the image still ships with its other marks.
-* The invisible watermark (``moderation/watermark.py``), which survives re-encoding and resizing;
-  ``lookup`` reads it to find the job in the store.
+* The invisible watermark (``moderation/watermark.py``), keyed with this instance's secret, which
+  survives re-encoding, resizing, crops and mirroring; ``lookup`` reads it to find the job.
+
+``lookup`` names a job (and so a person) only from what cannot be forged: the file hash, this
+instance's keyed mark or this instance's C2PA signature; PNG text is a claim, never a name.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from generation.errors import UserInputError
 from generation.images import load_image
 from moderation import watermark
+from moderation.watermark_key import KEY_FILE, WatermarkKey, load_or_create_key
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +97,9 @@ def png_info(meta: ImageProvenance) -> PngInfo:
     info.add_text("Software", f"imagine-bot ({meta.instance})")
     info.add_text("AI-generated", "true")
     info.add_text(METADATA_KEY, json.dumps(meta.summary(), sort_keys=True))
-    xmp = _XMP.format(source=TRAINED_ALGORITHMIC_MEDIA, tool=_xml_escape(f"imagine-bot ({meta.instance})"))
+    xmp = _XMP.format(
+        source=TRAINED_ALGORITHMIC_MEDIA, tool=_xml_escape(f"imagine-bot ({meta.instance})")
+    )
     info.add_itxt("XML:com.adobe.xmp", xmp)
     return info
 
@@ -105,14 +112,42 @@ def _xml_escape(text: str) -> str:
 
 def encode_png(img: Image.Image, meta: ImageProvenance, signer: C2paSigner | None = None) -> bytes:
     """PNG bytes with the text chunks and, when a signer is given and works, a C2PA manifest."""
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", pnginfo=png_info(meta), compress_level=4)
-    data = buf.getvalue()
+    data = _png_bytes(img, png_info(meta))
     if signer is not None:
         signed = signer.sign_png(data, meta)
         if signed is not None:
             return signed
     return data
+
+
+_PNG_HEAD = 33  # signature (8) + the IHDR chunk (4 + 4 + 13 + 4): text chunks go after it
+
+
+def _png_bytes(img: Image.Image, info: PngInfo) -> bytes:
+    """The PNG file, pixels compressed by OpenCV's libpng (level 1, outside the GIL).
+
+    The largest post-processing stage: Pillow's encoder took ~90 ms at level 1 (~175 ms at 4)
+    for a 512x512 photo, OpenCV ~30 ms for the same size of file (``bench/postprocess.py``).
+    Pillow's own chunk writer then puts the text chunks right after the header.
+    """
+    if img.mode != "RGB":
+        buf = io.BytesIO()
+        img.save(buf, format="PNG", pnginfo=info, compress_level=1)
+        return buf.getvalue()
+    import cv2
+    from PIL import PngImagePlugin
+
+    bgr = cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    raw = encoded.tobytes()
+    if not ok or raw[12:16] != b"IHDR":  # pragma: no cover - libpng always starts so
+        raise RuntimeError("OpenCV wrote an unexpected PNG")
+    out = io.BytesIO()
+    out.write(raw[:_PNG_HEAD])
+    for chunk_type, chunk_data, _after_idat in info.chunks:
+        PngImagePlugin.putchunk(out, chunk_type, chunk_data)
+    out.write(raw[_PNG_HEAD:])
+    return out.getvalue()
 
 
 # --- C2PA -----------------------------------------------------------------------------------------
@@ -133,39 +168,58 @@ def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     def name(cn: str) -> x509.Name:
-        return x509.Name([
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imagine-bot"),
-        ])
+        return x509.Name(
+            [
+                x509.NameAttribute(NameOID.COMMON_NAME, cn),
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imagine-bot"),
+            ]
+        )
 
     def usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
         return x509.KeyUsage(
-            digital_signature=sign, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-            encipher_only=False, decipher_only=False,
+            digital_signature=sign,
+            content_commitment=False,
+            key_encipherment=False,
+            data_encipherment=False,
+            key_agreement=False,
+            key_cert_sign=ca,
+            crl_sign=ca,
+            encipher_only=False,
+            decipher_only=False,
         )
 
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = name(f"{instance[:40]} imagine-bot CA")
     ca = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=3650))
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(usage(sign=False, ca=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
-        x509.CertificateBuilder().subject_name(name(f"{instance[:40]} imagine-bot signer"))
-        .issuer_name(ca_name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name(f"{instance[:40]} imagine-bot signer"))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + dt.timedelta(days=825))
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(usage(sign=True, ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
@@ -179,9 +233,11 @@ def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
         chain_path.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
         fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(key.private_bytes(
-                pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            ))
+            fh.write(
+                key.private_bytes(
+                    pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+                )
+            )
     except OSError as exc:
         raise UserInputError(
             f"cannot write the signing keys to {keys_dir}: {exc.strerror}; "
@@ -199,7 +255,9 @@ class C2paSigner:
 
         self._c2pa = c2pa
         self.instance = instance
-        self._signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain_pem, key_pem, None))
+        self._signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(b"es256", chain_pem, key_pem, None)
+        )
         # No embedded thumbnail: the asset is the thumbnail's subject already, and making one
         # cost ~33 ms of CPU and ~100 KB per 64-px image (more for large ones) on the worker's
         # post-processing path, bytes that also count against Discord's upload limit.
@@ -231,11 +289,13 @@ class C2paSigner:
                 {
                     "label": "c2pa.actions",
                     "data": {
-                        "actions": [{
-                            "action": "c2pa.created",
-                            "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
-                            "softwareAgent": {"name": f"imagine-bot ({meta.instance})"},
-                        }]
+                        "actions": [
+                            {
+                                "action": "c2pa.created",
+                                "digitalSourceType": TRAINED_ALGORITHMIC_MEDIA,
+                                "softwareAgent": {"name": f"imagine-bot ({meta.instance})"},
+                            }
+                        ]
                     },
                 },
                 {"label": "org.imagine-bot.provenance", "data": meta.summary()},
@@ -263,12 +323,23 @@ def _version() -> str:
         return "0"
 
 
-def read_c2pa(data: bytes, mime: str = "image/png") -> dict[str, Any] | None:
-    """The active C2PA manifest and its validation state, or None when there is none."""
+def read_c2pa(
+    data: bytes, mime: str = "image/png", trust_pem: str | None = None
+) -> dict[str, Any] | None:
+    """The active C2PA manifest and its validation state, or None when there is none.
+
+    ``trust_pem``: this instance's CA certificate. Read with it as the only trust anchor, a
+    manifest this instance signed is "Trusted" (``ours``); one signed by anyone else, however
+    valid, is not: a self-made certificate with the same names does not chain to our CA.
+    """
     try:
         import c2pa
 
-        with c2pa.Reader(mime, io.BytesIO(data)) as reader:
+        context = None
+        if trust_pem is not None:
+            settings = c2pa.Settings.from_dict({"trust": {"trust_anchors": trust_pem}})
+            context = c2pa.Context(settings)
+        with c2pa.Reader(mime, io.BytesIO(data), context=context) as reader:
             manifest = json.loads(reader.json())
             state = reader.get_validation_state()
     except Exception:  # noqa: BLE001 - no manifest, or unreadable: same answer for a look-up
@@ -280,16 +351,25 @@ def read_c2pa(data: bytes, mime: str = "image/png") -> dict[str, Any] | None:
         if assertion.get("label", "").startswith("c2pa.actions")
         for a in assertion.get("data", {}).get("actions", [])
     ]
+    claims = [
+        assertion.get("data") or {}
+        for assertion in active.get("assertions", [])
+        if assertion.get("label") == "org.imagine-bot.provenance"
+    ]
     return {
         "validation_state": state,
-        "ai_generated": any(a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA for a in actions),
+        "ours": trust_pem is not None and state == "Trusted",
+        "claim": claims[0] if claims else None,
+        "ai_generated": any(
+            a.get("digitalSourceType") == TRAINED_ALGORITHMIC_MEDIA for a in actions
+        ),
         "signer": (active.get("signature_info") or {}).get("issuer"),
         "claim_generator": [g.get("name") for g in active.get("claim_generator_info", [])],
     }
 
 
-def read_metadata(data: bytes) -> dict[str, Any]:
-    """Text chunks this bot writes (PNG), plus C2PA, from an image file's bytes."""
+def read_metadata(data: bytes, trust_pem: str | None = None) -> dict[str, Any]:
+    """Text chunks this bot writes (PNG), plus C2PA (``read_c2pa``), from an image file's bytes."""
     try:
         img = Image.open(io.BytesIO(data))
         info = dict(img.info)
@@ -309,7 +389,7 @@ def read_metadata(data: bytes) -> dict[str, Any]:
         xmp = xmp.decode("utf-8", "replace")
     if isinstance(xmp, str) and "trainedAlgorithmicMedia" in xmp:
         out["ai_generated"] = True
-    c2pa_info = read_c2pa(data, mime)
+    c2pa_info = read_c2pa(data, mime, trust_pem)
     if c2pa_info is not None:
         out["c2pa"] = c2pa_info
         out["ai_generated"] = out.get("ai_generated", False) or c2pa_info["ai_generated"]
@@ -328,7 +408,10 @@ class LookupResult:
     sha256: str
     job: dict[str, Any] | None = None
     image: dict[str, Any] | None = None
-    matched_by: str | None = None  # "sha256", "watermark" or "metadata"
+    # How the job was found: "sha256", "watermark" (this instance's keyed mark) or "c2pa"
+    # (a manifest this instance signed). PNG text alone never names a job: see metadata_claim.
+    matched_by: str | None = None
+    metadata_claim: str | None = None  # the job a text chunk names: unverified, names nobody
     # A grid's tiles that carry marks, read when the whole image has none (see detect_tiles).
     tiles: list[watermark.TileDetection] = field(default_factory=list)
     other_candidates: list[str] = field(default_factory=list)
@@ -340,6 +423,7 @@ class LookupResult:
         return {
             "found": self.job is not None,
             "matched_by": self.matched_by,
+            "metadata_claim": self.metadata_claim,
             "sha256": self.sha256,
             "watermark": self.detection.to_dict(),
             "grid_tiles": [tile.to_dict() for tile in self.tiles],
@@ -375,23 +459,34 @@ async def _fetchall(store: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
         return list(await cur.fetchall())
 
 
-async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupResult:
-    """Find the job that made ``image``: exact file hash, then watermark, then metadata.
+async def lookup(
+    store: Any, image: bytes | str | Path | Image.Image, *, key: WatermarkKey | None = None
+) -> LookupResult:
+    """Find the job that made ``image`` from evidence nobody else can forge.
+
+    Only three things name a job (and so a person): the exact file hash (a file this instance
+    stored), this instance's keyed watermark (``watermark.detect`` with ``key``, by default the
+    key next to the store: ``data_dir/keys``), and a C2PA manifest signed by this instance's
+    certificate. A PNG text chunk naming a job is reported as ``metadata_claim`` and names
+    nobody; marks made with another key, or with the old unkeyed scheme, do not read at all.
 
     The watermark payload is (job seq mod 32,768, slot), so it is matched against both the
     ``images.watermark_payload`` column and the jobs' ``seq``; several matches (after the seq
-    wrapped) are listed newest first in ``other_candidates``. When the whole image carries no
-    mark it is read as a grid, tile by tile (``watermark.detect_tiles``): a delivered grid's
-    tiles carry their images' marks; a tile cropped out of a grid reads as a whole image.
+    wrapped) are listed newest first in ``other_candidates``. The image is also read as a grid,
+    tile by tile (``watermark.detect_tiles``): a delivered grid's tiles carry their images'
+    marks; a tile cropped out of a grid reads as a whole image.
     """
-    sha, detection, tiles, metadata = await asyncio.to_thread(_inspect, image)  # decoding blocks
+    if key is None:
+        key = store_key(store)
+    trust = _store_ca(store)
+    sha, detection, tiles, metadata = await asyncio.to_thread(_inspect, image, key, trust)
     result = LookupResult(detection, metadata, sha, tiles=tiles)
 
     candidates: list[tuple[str, Any, str]] = []  # (job_id, image row or None, how)
     if sha:
         for row in await _fetchall(store, "SELECT * FROM images WHERE sha256 = ?", (sha,)):
             candidates.append((row["job_id"], row, "sha256"))
-    if detection.valid and detection.payload is not None:
+    if detection.valid and detection.payload is not None and not tiles:
         seqs = [watermark.split_payload(detection.payload)[0]]
         rows = await _fetchall(
             store,
@@ -408,9 +503,13 @@ async def lookup(store: Any, image: bytes | str | Path | Image.Image) -> LookupR
             (watermark.SEQ_MODULUS, seq_low),
         )
         candidates += [(row["id"], None, "watermark") for row in jobs]
+    signed = metadata.get("c2pa") or {}
+    if signed.get("ours") and isinstance(signed.get("claim"), dict):
+        if signed["claim"].get("job_id"):
+            candidates.append((str(signed["claim"]["job_id"]), None, "c2pa"))
+    # A text chunk anyone can write: reported as a claim, never used to name anyone.
     meta_job = (metadata.get("imagine_bot") or {}).get("job_id")
-    if meta_job:
-        candidates.append((meta_job, None, "metadata"))
+    result.metadata_claim = str(meta_job) if meta_job else None
 
     seen: list[str] = []
     for job_id, row, how in candidates:
@@ -481,8 +580,27 @@ def _tile_seqs(tiles: list[watermark.TileDetection]) -> list[int]:
     return [seq for seq, _ in counts.most_common()]
 
 
+def store_key(store: Any) -> WatermarkKey | None:
+    """The watermark key of the instance that owns ``store`` (``data_dir/keys``, next to the
+    database), or None when that instance never made one (then no mark can be its own)."""
+    path = getattr(store, "path", None)
+    if path is None:
+        return None
+    keys_dir = Path(path).parent / "keys"
+    if not (keys_dir / KEY_FILE).is_file():
+        return None
+    return load_or_create_key(keys_dir)
+
+
+def _store_ca(store: Any) -> str | None:
+    """This instance's C2PA CA certificate (next to the database), if it ever made one."""
+    path = getattr(store, "path", None)
+    ca = Path(path).parent / "keys" / CA_CERT if path is not None else None
+    return ca.read_text() if ca is not None and ca.is_file() else None
+
+
 def _inspect(
-    image: bytes | str | Path | Image.Image,
+    image: bytes | str | Path | Image.Image, key: WatermarkKey | None, trust: str | None = None
 ) -> tuple[str, watermark.Detection, list[watermark.TileDetection], dict]:
     if isinstance(image, Image.Image):
         sha, img, metadata = "", image.convert("RGB"), {}
@@ -493,9 +611,15 @@ def _inspect(
         else:
             data = bytes(image)
             img = load_image(data, what="image")
-        sha, metadata = hashlib.sha256(data).hexdigest(), read_metadata(data)
-    detection = watermark.detect(img)
-    tiles = [] if detection.valid else watermark.detect_tiles(img)
+        sha, metadata = hashlib.sha256(data).hexdigest(), read_metadata(data, trust)
+    if key is None:
+        return sha, watermark.Detection(None, 0.0, False), [], metadata
+    detection = watermark.detect(img, key)
+    # A delivered grid's tiles carry their images' marks; the whole grid may read as one of
+    # them (crops keep the mark), so its tiles are always read too.
+    tiles = watermark.detect_tiles(img, key)
+    if detection.valid and len(tiles) < 2:
+        tiles = []  # one image (or a crop of one): its own mark is the answer
     return sha, detection, tiles, metadata
 
 
@@ -511,21 +635,29 @@ def _image_dict(row: Any) -> dict[str, Any]:
 def format_lookup(result: LookupResult) -> str:
     """Plain-text report for the CLI and the moderator command."""
     det = result.detection
-    if det.valid:
-        mark = f"payload {det.payload_hex} (check bits ok, confidence {det.confidence:.2f})"
-    elif result.tiles:
+    if result.tiles:
         cols, rows = result.tiles[0].layout
-        mark = f"none on the whole image; read as a {cols}x{rows} grid, " + ", ".join(
+        marks = ", ".join(
             f"tile {t.position} payload {t.detection.payload_hex}" for t in result.tiles
-        ) + " (check bits ok)"
+        )
+        mark = f"read as a {cols}x{rows} grid, {marks} (keyed tag ok)"
+    elif det.valid:
+        mark = f"payload {det.payload_hex} (keyed tag ok, confidence {det.confidence:.2f})"
     else:
-        mark = f"none found (confidence {det.confidence:.2f})"
+        mark = f"none of this instance's found (confidence {det.confidence:.2f})"
     lines = ["watermark: " + mark]
     meta = result.metadata
     if meta.get("ai_generated"):
         lines.append("metadata: marked as AI-generated (IPTC trainedAlgorithmicMedia)")
     if "c2pa" in meta:
-        lines.append(f"C2PA: {meta['c2pa']['validation_state']} manifest")
+        whose = "signed by this instance" if meta["c2pa"].get("ours") else "not signed by us"
+        lines.append(f"C2PA: {meta['c2pa']['validation_state']} manifest, {whose}")
+    claim = result.metadata_claim
+    if claim and (result.job is None or result.job["id"] != claim):
+        lines.append(
+            f"metadata claims job {claim}, unverified (a text chunk anyone can write; "
+            "it names nobody)"
+        )
     if result.job is None:
         lines.append("job: not found in this instance's store")
         return "\n".join(lines)
@@ -540,19 +672,27 @@ def format_lookup(result: LookupResult) -> str:
     ]
     if params.get("negative_prompt"):
         lines.append(f"negative prompt: {params['negative_prompt']}")
-    settings = {k: params.get(k) for k in ("width", "height", "steps", "guidance", "scheduler", "seed")}
-    lines.append("parameters: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
+    settings = {
+        k: params.get(k) for k in ("width", "height", "steps", "guidance", "scheduler", "seed")
+    }
+    lines.append(
+        "parameters: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+    )
     if result.image and result.image.get("grid"):
         tiles = result.image.get("tiles")
         lines.append("image: the grid" + (f" (marked tiles {tiles})" if tiles else ""))
     elif result.image:
-        lines.append(f"image: index {result.image.get('idx')}, seed {result.image.get('seed', '-')}")
+        lines.append(
+            f"image: index {result.image.get('idx')}, seed {result.image.get('seed', '-')}"
+        )
     for parent in result.lineage:
         lines.append(f"parent: {parent['id']} ({parent['kind']}) by user {parent['user_id']}")
     for child in result.children:
         lines.append(f"child: {child['id']} ({child['kind']}) by user {child['user_id']}")
     if result.other_candidates:
-        lines.append("other candidates (payload reused after wrap): " + ", ".join(result.other_candidates))
+        lines.append(
+            "other candidates (payload reused after wrap): " + ", ".join(result.other_candidates)
+        )
     if result.moderation:
         for entry in result.moderation:
             lines.append(

@@ -43,20 +43,20 @@ def check_nsfw_model(model_path: Path | None) -> str | None:
     return None
 
 
-def check_watermark() -> str | None:
-    """None when a mark embedded in a test image reads back; else what is wrong."""
+def check_watermark(settings: Any) -> str | None:
+    """None when the instance key loads (made on first start) and a mark embedded in a test
+    image with it reads back; else what is wrong."""
     from moderation import watermark
+    from moderation.watermark_key import key_for_settings
 
-    image = Image.effect_noise((256, 256), 40).convert("RGB")  # RELIABLE_SIDE: cheap, sure
+    image = Image.effect_noise((256, 256), 40).convert("RGB")
     try:
-        marked = watermark.embed_verified(image, watermark.payload_for(0, 0))
+        key = key_for_settings(settings)
+        marked = watermark.embed_verified(image, watermark.payload_for(0, 0), key)
     except Exception as exc:  # noqa: BLE001 - an unmarked image would be untraceable
-        return (
-            f"the watermark cannot be embedded ({_first_line(exc)}); reinstall imagine-bot's "
-            "dependencies (invisible-watermark, onnxruntime)"
-        )
+        return f"the watermark does not work ({_first_line(exc)}); run `imagine-bot doctor`"
     if not marked.verified:
-        return "the watermark does not read back from a test image; reinstall invisible-watermark"
+        return "the watermark does not read back from a test image; run `imagine-bot doctor`"
     return None
 
 
@@ -79,7 +79,7 @@ def require_all(settings: Any) -> None:
     for problem in (
         check_nsfw_model(settings.moderation.nsfw_model),
         check_gate(),
-        check_watermark(),
+        check_watermark(settings),
     ):
         if problem:
             raise ModerationUnavailable(f"cannot start: {problem}")

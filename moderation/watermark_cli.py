@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     embed.add_argument("input", type=Path, help="image file (PNG, JPEG, WebP, ...)")
     embed.add_argument("-o", "--output", type=Path, required=True, help="output file (.png)")
     embed.add_argument(
-        "--payload", required=True, help="18-bit payload as hex, 0..3ffff"
+        "--payload",
+        required=True,
+        help="18-bit payload as hex, 0..3ffff (keyed: this instance's key)",
     )
     embed.set_defaults(handler=_embed)
     detect = wm_sub.add_parser("detect", help="read the watermark of an image")
@@ -34,13 +36,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     prov.set_defaults(handler=_provenance)
 
 
+def _instance_key(args: argparse.Namespace):  # noqa: ANN202 - WatermarkKey, imported lazily
+    """The instance's watermark key (``settings.keys_dir``), created on first use."""
+    from generation.config import load_settings
+    from moderation.watermark_key import key_for_settings
+
+    return key_for_settings(load_settings(args.config))
+
+
 def _embed(args: argparse.Namespace) -> int:
     from generation.images import load_image
     from moderation import watermark
 
     payload = watermark.parse_payload(args.payload)
     img = load_image(args.input, what="input image")
-    marked = watermark.embed_verified(img, payload)
+    marked = watermark.embed_verified(img, payload, _instance_key(args))
     if args.output.suffix.lower() not in (".png", ""):
         raise UserInputError(
             f"output {args.output} must be a .png file (a lossy format would weaken the mark)"
@@ -59,22 +69,28 @@ def _detect(args: argparse.Namespace) -> int:
     from moderation import watermark
 
     image = load_image(args.input, what="image")
-    found = watermark.detect(image)
-    # No mark on the whole image: it may be a delivered grid, whose tiles carry the marks.
-    tiles = [] if found.valid else watermark.detect_tiles(image)
+    key = _instance_key(args)
+    found = watermark.detect(image, key)
+    # It may be a delivered grid, whose tiles carry the marks (the whole may read as one).
+    tiles = watermark.detect_tiles(image, key)
+    if found.valid and len(tiles) < 2:
+        tiles = []
     if args.json:
         print(json.dumps({**found.to_dict(), "grid_tiles": [t.to_dict() for t in tiles]}))
-    elif found.valid:
+    elif found.valid and not tiles:
         print(
-            f"marked: payload {found.payload_hex} (check bits ok, confidence "
+            f"marked: payload {found.payload_hex} (keyed tag ok, confidence "
             f"{found.confidence:.2f}, corrected bits {found.corrected_bits})"
         )
     elif tiles:
         cols, rows = tiles[0].layout
         marks = ", ".join(f"tile {t.position} payload {t.detection.payload_hex}" for t in tiles)
-        print(f"marked grid ({cols}x{rows}): {marks} (check bits ok)")
+        print(f"marked grid ({cols}x{rows}): {marks} (keyed tag ok)")
     else:
-        print(f"no watermark found (check bits fail; confidence {found.confidence:.2f})")
+        print(
+            "no watermark of this instance found (no mark, or one made with another key; "
+            f"confidence {found.confidence:.2f})"
+        )
     return 0 if found.valid or tiles else 1
 
 

@@ -374,12 +374,18 @@ def test_hf_hub_offline_mode_is_respected(tmp_path, hub, monkeypatch):
 # --- moderation models ----------------------------------------------------------------------
 
 
-def test_watermark_models_load_and_broken_ones_fail(tmp_path):
+def test_watermark_self_test_and_key_file(tmp_path):
     assert doctor.check_watermark().status == "ok"
-    (tmp_path / "rivagan_encoder.onnx").write_bytes(b"garbage")
+    assert "created on first start" in doctor.check_watermark(tmp_path).message
+    key = tmp_path / "watermark.key"
+    key.write_text("ab" * 32)
+    key.chmod(0o644)
     check = doctor.check_watermark(tmp_path)
-    assert check.status == "fail"
-    assert "rivagan_encoder.onnx does not load" in check.message and "reinstall" in check.fix
+    assert check.status == "ok" and "mode 0600" in check.message
+    assert key.stat().st_mode & 0o777 == 0o600
+    key.write_text("not hex")
+    check = doctor.check_watermark(tmp_path)
+    assert check.status == "fail" and "damaged" in check.message
 
 
 def test_nudenet_loads_and_broken_model_fails(tmp_path):

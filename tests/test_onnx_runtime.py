@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moderation import onnx_runtime, watermark
+from moderation import onnx_runtime
 from moderation.nsfw import NsfwDetector
 
 
@@ -16,10 +16,8 @@ def _shares_the_cpu(session) -> bool:
     )
 
 
-def test_nudenet_and_rivagan_sessions_share_the_cpu():
+def test_nudenet_session_shares_the_cpu():
     assert _shares_the_cpu(NsfwDetector.get()._detector.onnx_session)
-    encoder, decoder = watermark._Riva.get()
-    assert _shares_the_cpu(encoder) and _shares_the_cpu(decoder)
 
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 2), (16, 4), (64, 4)])

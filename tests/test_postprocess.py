@@ -28,6 +28,7 @@ from moderation import provenance, watermark
 from moderation.decision import Decision
 from moderation.policy import Policy, save_policy
 from moderation.postprocess import PostProcessor, make_postprocess
+from moderation.watermark_key import key_for_settings
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ async def test_policy_label_and_spoiler(store, tmp_path):
     corner = (np.asarray(labelled)[-40:, -40:].astype(int) - np.asarray(plain)[-40:, -40:]).__abs__()
     rest = (np.asarray(labelled)[:200, :200].astype(int) - np.asarray(plain)[:200, :200]).__abs__()
     assert corner.mean() > 10 > 3 > rest.mean()  # the badge is there, the rest is the same
-    found = watermark.detect(labelled)
+    found = watermark.detect(labelled, key_for_settings(settings))  # the instance's own key
     assert found.valid and found.payload == watermark.payload_for(job.seq, 0)
     raw = (settings.images_dir / job.id / "0.png").read_bytes()
     assert b"portrait" not in raw  # the guild policy left the prompt out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from moderation import audit, provenance, watermark
 from moderation.decision import Decision
 from moderation.policy import Policy, save_policy
 from moderation.postprocess import PostProcessor
+from moderation.watermark_key import WatermarkKey
 
 PROMPT = "an astronaut and a cat, studio photo"
 
@@ -39,8 +41,15 @@ def photos(count: int = 2) -> list[Image.Image]:
 
 def result_of(images: list[Image.Image], seed: int = 1000) -> GenerationResult:
     req = GenerationRequest(
-        PROMPT, negative_prompt="blurry", width=384, height=384, steps=20, guidance=7.0,
-        scheduler="euler_a", seed=seed, count=len(images),
+        PROMPT,
+        negative_prompt="blurry",
+        width=384,
+        height=384,
+        steps=20,
+        guidance=7.0,
+        scheduler="euler_a",
+        seed=seed,
+        count=len(images),
     )
     return GenerationResult(images, req.seeds, req, 384, 384, "test-model")
 
@@ -55,8 +64,14 @@ async def add_job(store: Store, *, user_id: int = 42, count: int = 2, **job_fiel
     req = result_of(photos(count)).request
     return await store.add_job(
         Job(
-            id=job_fields.pop("id", "job0000001"), user_id=user_id, kind=JobKind.IMAGINE,
-            params=req.to_params(), est_cost=1.0, guild_id=7, channel_id=8, **job_fields,
+            id=job_fields.pop("id", "job0000001"),
+            user_id=user_id,
+            kind=JobKind.IMAGINE,
+            params=req.to_params(),
+            est_cost=1.0,
+            guild_id=7,
+            channel_id=8,
+            **job_fields,
         )
     )
 
@@ -91,7 +106,12 @@ async def test_lookup_finds_the_job_after_jpeg_and_resize(store, tmp_path):
     other = await add_job(store, id="otherjob01", user_id=1)
     job = await run_job(store, settings, id="thejob0001", user_id=42)
     await audit.record(
-        store, guild_id=7, channel_id=8, user_id=42, job_id=job.id, stage="prompt",
+        store,
+        guild_id=7,
+        channel_id=8,
+        user_id=42,
+        job_id=job.id,
+        stage="prompt",
         decision=Decision("spoiler", ("suggestive",), ("swimsuit",), "suggestive prompt"),
     )
     images = await store.images_for_job(job.id)
@@ -206,11 +226,13 @@ async def test_grid_tiles_carry_their_images_marks(store, tmp_path):
 
     grid = Image.open(grid_path).convert("RGB")
     delivered = [Image.open(img.path).convert("RGB") for img in images]
-    assert np.array_equal(np.asarray(grid), np.asarray(make_grid(delivered)))  # no badge or mark of its own
+    assert np.array_equal(
+        np.asarray(grid), np.asarray(make_grid(delivered))
+    )  # no badge or mark of its own
     meta = provenance.read_metadata(grid_path.read_bytes())["imagine_bot"]
     assert meta["job_id"] == job.id and meta["watermark_payload"] is None
     assert meta["tile_watermark_payloads"] == [img.watermark_payload for img in images]
-    tiles = watermark.detect_tiles(grid)
+    tiles = watermark.detect_tiles(grid, provenance.store_key(store))
     assert [(t.layout, t.position, t.detection.payload_hex) for t in tiles] == [
         ((2, 2), img.index, img.watermark_payload) for img in images
     ]
@@ -219,7 +241,7 @@ async def test_grid_tiles_carry_their_images_marks(store, tmp_path):
     shared.write_bytes(jpeg_and_shrink(grid_path))
     found = await provenance.lookup(store, shared)
     assert found.matched_by == "watermark" and found.job["id"] == job.id
-    assert not found.detection.valid and found.image["grid"] is True
+    assert found.image["grid"] is True
     assert found.image["tiles"] == [0, 1, 2, 3]
     text = provenance.format_lookup(found)
     assert "read as a 2x2 grid" in text and "image: the grid" in text
@@ -240,3 +262,75 @@ async def test_unmarked_grid_is_not_found(store, tmp_path):
     found = await provenance.lookup(store, path)
     assert found.job is None and not found.detection.valid and found.tiles == []
     assert found.to_dict()["grid_tiles"] == []
+
+
+# --- who may be named: only unforgeable evidence ------------------------------------------------
+
+
+def old_unkeyed_mark(img: Image.Image, payload: bytes) -> Image.Image:
+    """The scheme before the key (RivaGAN, public CRC check bits and mask): anyone could run it."""
+    from imwatermark import WatermarkEncoder
+
+    value = int.from_bytes(payload, "big")
+    word = (value << 14) | (zlib.crc32(b"imagine-bot/watermark/v1" + payload) & 0x3FFF)
+    mask = np.random.default_rng(0x1A6B07).integers(0, 2, 32)
+    bits = [((word >> (31 - i)) & 1) ^ int(mask[i]) for i in range(32)]
+    WatermarkEncoder.loadModel()
+    encoder = WatermarkEncoder()
+    encoder.set_watermark("bits", bits)
+    bgr = np.asarray(img.convert("RGB"))[:, :, ::-1].copy()
+    return Image.fromarray(encoder.encode(bgr, "rivaGan")[:, :, ::-1].copy())
+
+
+async def test_forged_evidence_names_nobody(store, tmp_path):
+    """Marks minted with another key or the old unkeyed scheme, a PNG chunk, another
+    instance's C2PA: each names a real job, and none of them makes lookup name its author."""
+    settings = settings_in(tmp_path)
+    job = await run_job(store, settings, count=1, id="victim0001", user_id=42)
+    payload = watermark.payload_for(job.seq, 0)
+    bait = Image.fromarray(data.coffee())  # "an abusive image" someone wants to pin on user 42
+    claim = provenance.ImageProvenance("Test Instance", job.id, 0, PROMPT, payload.hex())
+
+    other_key = WatermarkKey.generate()
+    foreign = Path(tmp_path / "other-instance")
+    other_signer = provenance.C2paSigner.for_settings(settings_in(foreign))
+    forgeries = {
+        "other key": watermark.embed(bait, payload, other_key),
+        "old unkeyed scheme": old_unkeyed_mark(bait, payload),
+    }
+    for name, img in forgeries.items():
+        path = tmp_path / f"{name}.png"
+        img.save(path)
+        found = await provenance.lookup(store, path)
+        assert found.job is None and found.matched_by is None, name
+        assert "user 42" not in provenance.format_lookup(found)
+    assert watermark.detect(forgeries["other key"], other_key).payload == payload  # it is a mark
+
+    chunk = tmp_path / "chunk.png"
+    chunk.write_bytes(provenance.encode_png(bait, claim))  # our text chunks, no signature
+    found = await provenance.lookup(store, chunk)
+    assert found.job is None and found.metadata_claim == job.id
+    text = provenance.format_lookup(found)
+    assert f"metadata claims job {job.id}, unverified" in text and "names nobody" in text
+    assert "user 42" not in text and found.to_dict()["found"] is False
+
+    signed_elsewhere = tmp_path / "other-c2pa.png"
+    signed_elsewhere.write_bytes(provenance.encode_png(bait, claim, other_signer))
+    found = await provenance.lookup(store, signed_elsewhere)
+    assert found.metadata["c2pa"]["validation_state"] == "Valid"  # valid, just not ours
+    assert not found.metadata["c2pa"]["ours"] and found.job is None
+
+
+async def test_own_c2pa_signature_names_the_job(store, tmp_path):
+    settings = settings_in(tmp_path)
+    job = await run_job(store, settings, count=1, id="signed0001", user_id=42)
+    signer = provenance.C2paSigner.for_settings(settings)
+    unmarked = Image.fromarray(data.coffee())  # no mark; a file the store never saw
+    meta = provenance.ImageProvenance("Test Instance", job.id, 0, PROMPT)
+    path = tmp_path / "signed.png"
+    path.write_bytes(provenance.encode_png(unmarked, meta, signer))
+    found = await provenance.lookup(store, path)
+    assert (
+        found.metadata["c2pa"]["ours"] and found.metadata["c2pa"]["validation_state"] == "Trusted"
+    )
+    assert found.matched_by == "c2pa" and found.job["id"] == job.id
