@@ -72,7 +72,17 @@ class BotProcess:
         self.starts += 1
         self._killed = False
         self._reader = asyncio.create_task(self._drain(self.proc))
-        await self.emu.wait_until_connected(timeout=timeout, identifies=self.starts)
+        connected = asyncio.ensure_future(
+            self.emu.wait_until_connected(timeout=timeout, identifies=self.starts)
+        )
+        exited = asyncio.ensure_future(self.proc.wait())
+        await asyncio.wait({connected, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if not connected.done():  # it died before connecting: say why, not "timed out"
+            connected.cancel()
+            await self._reader
+            raise AssertionError(f"the bot exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
+        exited.cancel()
+        connected.result()
         await self.emu.wait_for(
             lambda: self.emu.find_command("imagine", self.emu.guild.id), 60, "synced commands"
         )

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import io
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,24 +155,25 @@ async def quick_harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncI
         yield h
 
 
-def _steps_held_until_shown(engine: Any, emu: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each denoising step waits (on the GPU thread, bounded) until Discord has seen a "step"
-    edit: whether one gets through must not depend on how fast this machine runs the steps
-    relative to the progress throttle."""
+def hold_steps(
+    engine: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    until: Callable[[], bool],
+    picture: Image.Image | None = None,
+) -> None:
+    """Each denoising step waits (on the GPU thread, up to 1 s) for ``until``: whether a
+    progress edit gets through must not depend on how fast this machine runs the steps relative
+    to the progress throttle. ``picture`` replaces the latents' preview."""
     generate = engine.generate
-
-    def shown() -> bool:
-        return any(
-            r.method == "PATCH" and "Generating" in str((r.json or {}).get("content", ""))
-            for r in list(emu.requests)
-        )
 
     def held(reqs: Any, *, progress: Any = None, **kwargs: Any) -> Any:
         def report(event: Any) -> None:
+            if picture is not None:
+                event.__dict__["preview"] = picture  # what the cached property would return
             if progress is not None:
                 progress(event)
             deadline = time.monotonic() + 1
-            while not shown() and time.monotonic() < deadline:
+            while not until() and time.monotonic() < deadline:
                 time.sleep(0.02)
 
         return generate(reqs, progress=report, **kwargs)
@@ -180,11 +181,21 @@ def _steps_held_until_shown(engine: Any, emu: Any, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(engine, "generate", held)
 
 
+def step_edits(emu: Any, iid: int | None = None) -> list[Any]:
+    """The "Generating... step" edits (of interaction ``iid``, or of any)."""
+    requests = emu.interaction_responses(iid) if iid is not None else list(emu.requests)
+    return [
+        r
+        for r in requests
+        if r.method == "PATCH" and "Generating" in str((r.json or {}).get("content", ""))
+    ]
+
+
 async def test_imagine_defers_shows_progress_and_delivers_grid_with_buttons(
     harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = harness.emu
-    _steps_held_until_shown(harness.engine, emu, monkeypatch)
+    hold_steps(harness.engine, monkeypatch, lambda: bool(step_edits(emu)))
     iid = await harness.imagine("a lighthouse at dusk --ar 3:2 --seed 7 --steps 8")
     inter = await emu.wait_for_response(iid, timeout=3)
     assert inter.initial_response == 5 and inter.responded_at - inter.created_at < 3

@@ -9,8 +9,7 @@ asserted is what was shown, not how many edits happened to be sent.
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,45 +17,13 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness
+from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness, hold_steps, step_edits
 
 
 @pytest.fixture
 async def quick(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncIterator[Harness]:
     async with _harness(discord_emulator, tiny_engine, tmp_path, real_postprocess=False) as h:
         yield h
-
-
-def _hold_steps(
-    engine: Any,
-    monkeypatch: pytest.MonkeyPatch,
-    until: Callable[[], bool],
-    picture: Image.Image | None = None,
-) -> None:
-    """Each step waits (up to 1 s) for ``until``; ``picture`` replaces the latents' preview."""
-    generate = engine.generate
-
-    def held(reqs: Any, *, progress: Any = None, **kwargs: Any) -> Any:
-        def report(event: Any) -> None:
-            if picture is not None:
-                event.__dict__["preview"] = picture  # what the cached property would return
-            if progress is not None:
-                progress(event)
-            deadline = time.monotonic() + 1
-            while not until() and time.monotonic() < deadline:
-                time.sleep(0.02)
-
-        return generate(reqs, progress=report, **kwargs)
-
-    monkeypatch.setattr(engine, "generate", held)
-
-
-def _step_edits(emu: Any, iid: int) -> list[Any]:
-    return [
-        r
-        for r in emu.interaction_responses(iid)
-        if r.method == "PATCH" and "Generating" in str((r.json or {}).get("content", ""))
-    ]
 
 
 def _files_shown(emu: Any, iid: int) -> list[str]:
@@ -69,7 +36,7 @@ async def test_a_cancelled_job_leaves_no_preview_on_its_message(
 ) -> None:
     emu = quick.emu
     iid_box: list[int] = []
-    _hold_steps(
+    hold_steps(
         quick.engine,
         monkeypatch,
         lambda: (
@@ -98,22 +65,22 @@ async def test_previews_get_the_output_check_before_they_are_posted(
     emu = quick.emu
     face = Image.fromarray(data.astronaut())
     watched: list[int] = []
-    _hold_steps(
+    hold_steps(
         quick.engine,
         monkeypatch,
-        lambda: bool(watched) and bool(_step_edits(emu, watched[-1])),
+        lambda: bool(watched) and bool(step_edits(emu, watched[-1])),
         face,
     )
 
     anonymous = await quick.imagine("a woman at the beach --count 1 --steps 6")
     watched.append(anonymous)
     await quick.result_of(anonymous)
-    shown = [r for r in _step_edits(emu, anonymous) if r.files]
+    shown = [r for r in step_edits(emu, anonymous) if r.files]
     assert shown, "the anonymous prompt's preview was posted"
 
     named = await quick.imagine("Taylor Swift at the beach --count 1 --steps 6")
     watched.append(named)
     await quick.result_of(named)
-    steps = _step_edits(emu, named)
+    steps = step_edits(emu, named)
     assert steps, "the step text is still shown"
     assert not [r for r in steps if r.files], "no preview of a real person's face was posted"
