@@ -147,7 +147,14 @@ async def _drive(conn: Any, count: int, users: int, rate: float) -> None:
 
 
 async def run_burst(
-    *, count: int, users: int, rate: float, lag_seconds: float, steps: int, no_freeze: bool
+    *,
+    count: int,
+    users: int,
+    rate: float,
+    lag_seconds: float,
+    steps: int,
+    no_freeze: bool,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     from bot.client import start_bot, stop_bot
     from bot.runner import make_postprocess, settle_heap
@@ -183,8 +190,17 @@ async def run_burst(
             settle_heap()  # as `imagine-bot run` does once ready
         probe = LagProbe()
         probe.start()
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         here.send("go")
         result = await loop.run_in_executor(None, here.recv)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         burst_lag = list(probe.lags_ms)
         await asyncio.sleep(lag_seconds)  # the worker generates and post-processes meanwhile
         await probe.stop()
@@ -226,6 +242,7 @@ def main() -> None:
     parser.add_argument(
         "--no-gc-freeze", action="store_true", help="leave the loaded heap to the GC (before)"
     )
+    parser.add_argument("--profile", help="cProfile the bot side during the burst into this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     common = dict(
@@ -234,6 +251,7 @@ def main() -> None:
         lag_seconds=args.lag_seconds,
         steps=args.steps,
         no_freeze=args.no_gc_freeze,
+        profile=args.profile,
     )
     from bot.runner import run_loop
 
