@@ -221,7 +221,7 @@ async def run_burst(
         loop_lag_ms_burst=_summary(burst_lag),
         loop_lag_ms_generating=_summary(probe.lags_ms[len(burst_lag) :]),
         lag_window_s=lag_seconds,
-        event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        gc_freeze=not no_freeze,
     )
     return result
 
@@ -237,9 +237,6 @@ def main() -> None:
         "--only", choices=["all_at_once", "paced"], help="run just one of the two bursts"
     )
     parser.add_argument(
-        "--asyncio-loop", action="store_true", help="asyncio's own loop even if uvloop is here"
-    )
-    parser.add_argument(
         "--no-gc-freeze", action="store_true", help="leave the loaded heap to the GC (before)"
     )
     parser.add_argument("--profile", help="cProfile the bot side during the burst into this file")
@@ -253,13 +250,10 @@ def main() -> None:
         no_freeze=args.no_gc_freeze,
         profile=args.profile,
     )
-    from bot.runner import run_loop
-
     result: dict[str, Any] = {}
     for name, rate in (("all_at_once", 0.0), ("paced", args.rate)):
-        if args.only in (None, name):  # on the loop `imagine-bot run` uses
-            burst = run_loop(run_burst(rate=rate, **common), use_uvloop=not args.asyncio_loop)
-            result[name] = burst
+        if args.only in (None, name):
+            result[name] = asyncio.run(run_burst(rate=rate, **common))
     result["goal"] = "defer p99 < 100 ms, every interaction acknowledged"
     print(json.dumps(result, indent=2))
 
