@@ -75,3 +75,16 @@ async def test_an_interaction_that_keeps_crashing_the_bot_is_given_up(h: Harness
     assert told and await h.store.accepted_interactions() == []
     async with h.store.db.execute("SELECT COUNT(*) FROM jobs") as cur:
         assert (await cur.fetchone())[0] == 0
+
+
+def test_canary_discord_py_still_parses_interactions_where_we_keep_the_raw_payload() -> None:
+    """bot/accept.py wraps this internal parser to see INTERACTION_CREATE whole; if a discord.py
+    upgrade moves it, this fails here instead of silently losing crash safety."""
+    import discord
+
+    from bot.accept import keep_raw_interactions
+
+    client = discord.Client(intents=discord.Intents.none())
+    raw = keep_raw_interactions(client)
+    assert callable(client._connection.parsers["INTERACTION_CREATE"])
+    assert len(raw) == 0
