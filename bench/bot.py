@@ -147,7 +147,14 @@ async def _drive(conn: Any, count: int, users: int, rate: float) -> None:
 
 
 async def run_burst(
-    *, count: int, users: int, rate: float, lag_seconds: float, steps: int, no_freeze: bool
+    *,
+    count: int,
+    users: int,
+    rate: float,
+    lag_seconds: float,
+    steps: int,
+    no_freeze: bool,
+    profile: str | None = None,
 ) -> dict[str, Any]:
     from bot.client import start_bot, stop_bot
     from bot.runner import make_postprocess, settle_heap
@@ -183,8 +190,17 @@ async def run_burst(
             settle_heap()  # as `imagine-bot run` does once ready
         probe = LagProbe()
         probe.start()
+        profiler = None
+        if profile:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         here.send("go")
         result = await loop.run_in_executor(None, here.recv)
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         burst_lag = list(probe.lags_ms)
         await asyncio.sleep(lag_seconds)  # the worker generates and post-processes meanwhile
         await probe.stop()
@@ -205,7 +221,7 @@ async def run_burst(
         loop_lag_ms_burst=_summary(burst_lag),
         loop_lag_ms_generating=_summary(probe.lags_ms[len(burst_lag) :]),
         lag_window_s=lag_seconds,
-        event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
+        gc_freeze=not no_freeze,
     )
     return result
 
@@ -221,11 +237,9 @@ def main() -> None:
         "--only", choices=["all_at_once", "paced"], help="run just one of the two bursts"
     )
     parser.add_argument(
-        "--asyncio-loop", action="store_true", help="asyncio's own loop even if uvloop is here"
-    )
-    parser.add_argument(
         "--no-gc-freeze", action="store_true", help="leave the loaded heap to the GC (before)"
     )
+    parser.add_argument("--profile", help="cProfile the bot side during the burst into this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     common = dict(
@@ -234,14 +248,12 @@ def main() -> None:
         lag_seconds=args.lag_seconds,
         steps=args.steps,
         no_freeze=args.no_gc_freeze,
+        profile=args.profile,
     )
-    from bot.runner import run_loop
-
     result: dict[str, Any] = {}
     for name, rate in (("all_at_once", 0.0), ("paced", args.rate)):
-        if args.only in (None, name):  # on the loop `imagine-bot run` uses
-            burst = run_loop(run_burst(rate=rate, **common), use_uvloop=not args.asyncio_loop)
-            result[name] = burst
+        if args.only in (None, name):
+            result[name] = asyncio.run(run_burst(rate=rate, **common))
     result["goal"] = "defer p99 < 100 ms, every interaction acknowledged"
     print(json.dumps(result, indent=2))
 

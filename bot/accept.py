@@ -22,7 +22,6 @@ the only place that sees it whole; a canary test checks that hook still exists.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -109,6 +108,7 @@ class Acceptor:
         # out before anyone's heavier work takes the event loop.
         self._acking = 0
         self._acks_done: asyncio.Event | None = None
+        self._waiting = 0
 
     def attach(self, client: discord.Client) -> None:
         self.raw = keep_raw_interactions(client)
@@ -118,16 +118,15 @@ class Acceptor:
     ) -> None:
         """Make the promise: raises ``UserInputError`` (nothing recorded) when refused."""
         extras = interaction.extras
-        if extras.get("accepted"):
-            return  # a modal that goes on as a button press: one interaction, one promise
         worker = self.actions.services.worker
         if worker is None:
             raise UserInputError("the image worker is not running; ask an admin to check the bot")
         user_id = interaction.user.id
-        if extras.get("replayed"):
-            # Accepted (and acknowledged) before a restart: never refused for the cap now.
-            extras["reservation"] = worker.admission.reserve(user_id, check=False)
-            extras.update(accepted=True, thinking=True, ephemeral=ephemeral)
+        if extras.get("accepted"):
+            # A modal that goes on as a button press (one interaction, one promise), or one
+            # accepted before a restart: that one is never refused for the cap now.
+            if extras.get("replayed") and "reservation" not in extras:
+                extras["reservation"] = worker.admission.reserve(user_id, check=False)
             return
         if press:
             self.presses.check(user_id, "that")
@@ -142,12 +141,22 @@ class Acceptor:
 
     async def _let_acks_go_first(self) -> None:
         if self._acking == 0:
+            if self._waiting:
+                # The burst's last ack: those acknowledged before it go on first (their
+                # wake-ups are already scheduled), so work keeps the order of arrival.
+                await asyncio.sleep(0)
             return
         if self._acks_done is None:
             self._acks_done = asyncio.Event()
         self._acks_done.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._acks_done.wait(), ACK_FIRST_S)
+        self._waiting += 1
+        # A timer rather than wait_for: waking takes one hop, so the order above holds.
+        timer = asyncio.get_running_loop().call_later(ACK_FIRST_S, self._acks_done.set)
+        try:
+            await self._acks_done.wait()
+        finally:
+            timer.cancel()
+            self._waiting -= 1
 
     async def _accept(
         self, interaction: discord.Interaction, worker: Any, user_id: int, ephemeral: bool
@@ -274,7 +283,11 @@ def rebuild_interaction(client: discord.Client, row: AcceptedInteraction) -> dis
         discord.InteractionResponseType.deferred_channel_message
     )
     interaction.extras.update(
-        replayed=True, thinking=True, ephemeral=row.ephemeral, accepted_at=row.created_at
+        accepted=True,
+        replayed=True,
+        thinking=True,
+        ephemeral=row.ephemeral,
+        accepted_at=row.created_at,
     )
     return interaction
 

@@ -14,15 +14,12 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 
 from generation.config import Settings, load_settings
 from generation.errors import UserInputError
 from moderation.readiness import require_all
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,21 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    run_loop(run(settings, sync_commands=not args.no_sync))
+    asyncio.run(run(settings, sync_commands=not args.no_sync))
     return 0
-
-
-def run_loop(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
-    """``asyncio.run`` on uvloop where it is installed: less event-loop time per request, so a
-    burst of interactions is acknowledged sooner (bench/bot.py); asyncio's own loop otherwise."""
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(main)
-    return asyncio.run(main)
 
 
 def settle_heap() -> None:
