@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from PIL import Image
 
@@ -150,3 +151,5 @@ class ProgressEditor:
         except discord.HTTPException as exc:
             # Progress is a courtesy: a failed edit is logged, never retried, never fatal.
             log.info("job %s: progress edit failed (%s)", job.id, exc.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:  # a dropped connection too
+            log.info("job %s: progress edit failed (%s)", job.id, type(exc).__name__)
