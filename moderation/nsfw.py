@@ -19,13 +19,15 @@ from PIL import Image
 from moderation.decision import Decision
 from moderation.policy import Policy
 
-EXPOSED_LABELS = frozenset({
-    "FEMALE_BREAST_EXPOSED",
-    "FEMALE_GENITALIA_EXPOSED",
-    "MALE_GENITALIA_EXPOSED",
-    "BUTTOCKS_EXPOSED",
-    "ANUS_EXPOSED",
-})
+EXPOSED_LABELS = frozenset(
+    {
+        "FEMALE_BREAST_EXPOSED",
+        "FEMALE_GENITALIA_EXPOSED",
+        "MALE_GENITALIA_EXPOSED",
+        "BUTTOCKS_EXPOSED",
+        "ANUS_EXPOSED",
+    }
+)
 FACE_LABELS = frozenset({"FACE_FEMALE", "FACE_MALE"})
 
 
@@ -61,12 +63,14 @@ class NsfwDetector:
     def __init__(self) -> None:
         import nudenet  # onnxruntime loads here, not at import
 
-        from moderation.onnx_runtime import session
+        from moderation.onnx_runtime import provider_of, session
 
         self._detector = nudenet.NudeDetector()
-        # A session that shares the CPU with the worker (see onnx_runtime), on the configured
-        # file (``moderation.nsfw_model``) or the wheel's own.
+        # On the GPU when onnxruntime-gpu offers CUDA, else a CPU session that shares the cores
+        # with the worker (see onnx_runtime); the configured file (``moderation.nsfw_model``)
+        # or the wheel's own.
         self._detector.onnx_session = session(self.default_path())
+        self.provider = provider_of(self._detector.onnx_session)
         self._labels = _nudenet_labels()
 
     @classmethod
@@ -98,12 +102,14 @@ class NsfwDetector:
         found = self._detect(bgr)
         detections = tuple(
             sorted(
-                (Detection(d["class"], round(float(d["score"]), 4), tuple(d["box"])) for d in found),
+                (
+                    Detection(d["class"], round(float(d["score"]), 4), tuple(d["box"]))
+                    for d in found
+                ),
                 key=lambda d: -d.score,
             )
         )
         return ImageScan(detections, rgb.width, rgb.height)
-
 
     def _detect(self, bgr: np.ndarray) -> list[dict[str, Any]]:
         """``NudeDetector.detect`` with its box decoding done in numpy: same detections.
