@@ -63,7 +63,7 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
         files = await asyncio.to_thread(choose_files, job, images, limit)
         shown = [img for img in images if not img.blocked]
         kwargs: dict[str, Any] = {
-            "content": result_content(job, parent, images),
+            "content": result_content(job, parent, images, energy=True),
             "attachments": [f.to_file() for f in files],
             "allowed_mentions": discord.AllowedMentions.none(),
         }
