@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from generation import metrics
 from generation.admission import Admission, Reservation
-from generation.config import Settings
+from generation.config import Settings, usable_cores
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.eta import CostModel, Estimate, EtaEstimator
 from generation.jobs import (
@@ -84,8 +83,7 @@ def leave_a_core_for_the_pipeline(engine: Engine) -> int | None:
         return None
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 2) - 1)
+    threads = max(1, usable_cores() - 1)
     torch.set_num_threads(threads)
     return threads
 

@@ -18,10 +18,11 @@ time. So each session gets half the cores (at most 4: the models are small, and
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from generation.config import usable_cores
 
 MAX_THREADS = 4
 CUDA = "CUDAExecutionProvider"
@@ -30,9 +31,7 @@ CPU = "CPUExecutionProvider"
 
 def cores() -> int:
     """Cores this process may run on (a container's CPU set, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+    return usable_cores()
 
 
 def session_threads() -> int:
