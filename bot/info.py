@@ -123,7 +123,9 @@ async def stats_text(actions: Actions, guild_id: int | None) -> str:
     queued = len(worker.scheduler) if worker is not None else 0
     wh = meter.wh_per_image(total)
     energy = (
-        f"{wh:.3f} Wh per image (GPU counter, since start)" if wh is not None else "not available"
+        f"{wh:.3f} Wh per image (GPU counter, since start)"
+        if wh is not None
+        else "not measured (no GPU energy counter)"
     )
     return (
         f"**Images made:** {here} on this server, {total} in all\n"
