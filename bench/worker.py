@@ -18,10 +18,12 @@ Prints JSON:
 
 Three worker runs. ``worker_save_pngs``: the default PNG saver, i.e. the pipeline's own overhead;
 this is the >= 0.90 goal. Then the real moderation/watermark/provenance step
-(``moderation.postprocess``) without and with co-batching. On a GPU machine that step runs on
-CPU cores beside the GPU. On a CPU-only machine it shares the cores with the "GPU", and its cost
-is fixed per image (RivaGAN runs at a 256-px canonical scale: ~0.3-0.5 s of CPU per image here)
-while the tiny model makes a 64-px image in ~40 ms, so the step, not the worker, bounds the
+(``moderation.postprocess``) without and with co-batching; issue #17's goal for the first is
+>= 0.30. On a GPU machine that step runs on CPU cores beside the GPU (NudeNet on the GPU with
+onnxruntime-gpu). On a CPU-only machine it shares the cores with the "GPU", and part of its cost
+is fixed per image whatever the size: NudeNet scales every image to 320 px (14-69 ms measured here, ~100
+ms when the 2 cores are busy), the keyed mark's read-back check and C2PA signing add ~10-50 ms,
+while the tiny model makes a 64-px image in ~40 ms. So the step, not the worker, bounds the
 throughput: ``postprocess_bound`` = post-processing threads x generation time / post-processing
 time per job is that bound, and the worker's ratio should come close to it.
 """
@@ -252,6 +254,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     out["checks"] = {
         "throughput_ratio >= 0.90 (worker_save_pngs)": (
             out["worker_save_pngs"]["throughput_ratio"] >= 0.90
+        ),
+        "throughput_ratio >= 0.30 (worker_real_postprocess)": (
+            out["worker_real_postprocess"]["throughput_ratio"] >= 0.30
         ),
         "loop lag p99 < 20 ms (every run)": all(
             out[name]["loop_lag_ms"]["p99"] < 20 for name in runs

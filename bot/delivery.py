@@ -36,6 +36,7 @@ import discord
 from PIL import Image
 
 from generation.jobs import ImageRecord, Job, JobStatus
+from generation.metrics import energy_text
 
 if TYPE_CHECKING:
     from generation.store import Store
@@ -149,8 +150,12 @@ def derived_line(job: Job, parent: Job | None) -> str:
     return f"{what} of {owner}'s{image} by {by}"
 
 
-def result_content(job: Job, parent: Job | None, images: list[ImageRecord]) -> str:
-    """The text of a result message: prompt, parameters, seeds, who asked and what it builds on."""
+def result_content(
+    job: Job, parent: Job | None, images: list[ImageRecord], *, energy: bool = False
+) -> str:
+    """The text of a result message: prompt, parameters, seeds, who asked and what it builds on.
+
+    ``energy`` adds the GPU energy charged to the job (``/show``'s detail view)."""
     prompt = job.delivery.get("prompt") or job.params.get("prompt", "")
     summary = job.delivery.get("summary", "")
     seeds = ", ".join(str(img.seed) for img in images if not img.blocked)
@@ -162,6 +167,8 @@ def result_content(job: Job, parent: Job | None, images: list[ImageRecord]) -> s
         tail += f"\n`{summary[:300]}`"
     if blocked:
         tail += f"\n{blocked} image{'s were' if blocked > 1 else ' was'} withheld by moderation."
+    if energy:
+        tail += f"\nGPU energy: {energy_text(job.energy_joules)}"
     room = MAX_CONTENT - len(tail) - 4
     if len(prompt) > room:
         prompt = prompt[: max(0, room - 1)] + "\u2026"

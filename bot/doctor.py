@@ -538,9 +538,15 @@ def check_watermark(keys_dir: Path | None = None) -> Check:
     return Check("watermark", "ok", f"keyed watermark embeds and reads back; {note}")
 
 
-def check_nudenet(model_path: Path | None = None) -> Check:
+def check_nudenet(model_path: Path | None = None, *, gpu: bool | None = None) -> Check:
+    """NudeNet loads and runs, and on which provider: an admin with a GPU wants it there.
+
+    ``gpu``: whether torch sees a CUDA device (asked when None)."""
     try:
-        from nudenet import NudeDetector
+        import nudenet
+        import numpy as np
+
+        from moderation import onnx_runtime
     except ImportError as exc:
         return Check(
             "nsfw model",
@@ -548,8 +554,11 @@ def check_nudenet(model_path: Path | None = None) -> Check:
             f"NudeNet cannot be imported ({exc})",
             "reinstall imagine-bot's dependencies: pip install 'nudenet>=3.4,<4'",
         )
+    path = Path(model_path) if model_path else Path(nudenet.__file__).parent / "320n.onnx"
     try:
-        NudeDetector(model_path=str(model_path) if model_path else None)
+        session = onnx_runtime.session(path)
+        name = session.get_inputs()[0].name
+        session.run(None, {name: np.zeros((1, 3, 320, 320), dtype=np.float32)})
     except Exception as exc:
         return Check(
             "nsfw model",
@@ -557,7 +566,35 @@ def check_nudenet(model_path: Path | None = None) -> Check:
             f"the NudeNet NSFW model does not load: {_first_line(exc)}",
             "reinstall it: pip install --force-reinstall --no-deps 'nudenet>=3.4,<4'",
         )
-    return Check("nsfw model", "ok", "NudeNet NSFW detector loads")
+    provider = onnx_runtime.provider_of(session)
+    where = f"runs on the {onnx_runtime.describe(provider)} ({provider})"
+    if gpu is None:
+        gpu = _cuda_available()
+    if gpu and provider != onnx_runtime.CUDA:
+        offered = onnx_runtime.CUDA in onnx_runtime.available_providers()
+        return Check(
+            "nsfw model",
+            "warn",
+            f"NudeNet NSFW detector loads but {where} although a CUDA GPU is present"
+            + ("; onnxruntime-gpu could not load CUDA/cuDNN" if offered else ""),
+            (
+                "make torch's CUDA libraries loadable (onnxruntime-gpu >= 1.21 with torch's "
+                "nvidia-* wheels) or match onnxruntime-gpu to the CUDA major version"
+                if offered
+                else "install the GPU build alone (both write one module): pip uninstall -y "
+                "onnxruntime onnxruntime-gpu && pip install --no-deps 'onnxruntime-gpu>=1.20'"
+            ),
+        )
+    return Check("nsfw model", "ok", f"NudeNet NSFW detector loads; {where}")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no torch, no GPU to speak of
+        return False
 
 
 def in_container() -> bool:

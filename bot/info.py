@@ -63,7 +63,7 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
         files = await asyncio.to_thread(choose_files, job, images, limit)
         shown = [img for img in images if not img.blocked]
         kwargs: dict[str, Any] = {
-            "content": result_content(job, parent, images),
+            "content": result_content(job, parent, images, energy=True),
             "attachments": [f.to_file() for f in files],
             "allowed_mentions": discord.AllowedMentions.none(),
         }
@@ -123,7 +123,9 @@ async def stats_text(actions: Actions, guild_id: int | None) -> str:
     queued = len(worker.scheduler) if worker is not None else 0
     wh = meter.wh_per_image(total)
     energy = (
-        f"{wh:.3f} Wh per image (GPU counter, since start)" if wh is not None else "not available"
+        f"{wh:.3f} Wh per image (GPU counter, since start)"
+        if wh is not None
+        else "not measured (no GPU energy counter)"
     )
     return (
         f"**Images made:** {here} on this server, {total} in all\n"

@@ -50,6 +50,17 @@ class ModelSettings(BaseModel):
     max_batch: int = 4  # images per denoising call when co-batching
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (a container's CPU set, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def default_postprocess_threads() -> int:
+    return max(2, min(16, usable_cores() // 2))
+
+
 class QueueSettings(BaseModel):
     mode: Literal["fair", "fifo"] = "fair"
     max_queued_per_user: int = 5
@@ -65,7 +76,10 @@ class QueueSettings(BaseModel):
     # Starting guess for ETAs until jobs have been measured (then an EWMA takes over and is
     # remembered across restarts). Cost unit = megapixels x steps x images.
     seconds_per_cost_unit: float = Field(default=0.5, gt=0)
-    postprocess_threads: int = Field(default=2, ge=1)
+    # Jobs post-processed at once (moderation, watermark, C2PA, PNG): half the cores, at least 2,
+    # at most 16; the other half runs the GPU thread, the event loop and the native threads
+    # (ONNX, OpenCV) each job's step starts.
+    postprocess_threads: int = Field(default_factory=default_postprocess_threads, ge=1)
 
 
 class ModerationSettings(BaseModel):

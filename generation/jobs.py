@@ -77,6 +77,7 @@ class Job:
     finished_at: float | None = None
     delivered_at: float | None = None
     measured_seconds: float | None = None
+    energy_joules: float | None = None  # GPU energy charged to it; None: not measured
     error: str | None = None
     result_dir: str | None = None
     grid_path: str | None = None
@@ -100,6 +101,7 @@ class Job:
             weight=row["weight"],
             est_cost=row["est_cost"],
             measured_seconds=row["measured_seconds"],
+            energy_joules=row["energy_joules"],
             created_at=row["created_at"],
             started_at=row["started_at"],
             finished_at=row["finished_at"],

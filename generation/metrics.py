@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import TraceConfig, web
@@ -213,6 +214,49 @@ GPU_ENERGY_JOULES = Counter(
 )
 
 
+JOB_ENERGY_JOULES = Histogram(
+    "imagine_job_energy_joules",
+    "GPU energy charged to each finished job (its share of its batch by cost); jobs on a GPU "
+    "without an energy counter are not observed.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+    registry=REGISTRY,
+)
+
+
+@dataclass
+class BatchEnergy:
+    """What one GPU batch drew: joules, or None where no counter exists ("not measured")."""
+
+    joules: float | None = None
+
+    def shares(self, costs: list[float]) -> list[float | None]:
+        """The batch's energy split across its jobs in proportion to their cost."""
+        if self.joules is None:
+            return [None] * len(costs)
+        total = sum(costs)
+        if total <= 0:
+            return [self.joules / len(costs)] * len(costs) if costs else []
+        return [self.joules * cost / total for cost in costs]
+
+
+def format_energy(joules: float | None) -> str:
+    """A job's energy for people: joules below one watt-hour, else watt-hours."""
+    if joules is None:
+        return "not measured"
+    if joules < 100:
+        return f"{joules:.1f} J"
+    if joules < 3600:
+        return f"{joules:.0f} J"
+    return f"{joules / 3600:.2f} Wh"
+
+
+def energy_text(joules: float | None) -> str:
+    """A job's energy with where it comes from, for /show and provenance."""
+    if joules is None:
+        return "not measured (no GPU energy counter)"
+    return f"{format_energy(joules)} (its share by cost of its GPU batch, from the GPU's counter)"
+
+
 class GpuEnergy:
     """Energy per image from the GPU's own counter (NVML), counted only while generating.
 
@@ -224,11 +268,13 @@ class GpuEnergy:
     or a card that reports energy (pre-Volta), every figure is None: "not measured".
     """
 
-    def __init__(self) -> None:
+    def __init__(self, counter_mj: Callable[[], int | None] | None = None) -> None:
+        """``counter_mj``: read the counter some other way (tests; NVML otherwise)."""
         self._lock = threading.Lock()
         self._handle: Any = None
         self._nvml: Any = None
         self._tried = False
+        self._counter_mj = counter_mj
         self.joules = 0.0
         self.images = 0
 
@@ -250,6 +296,8 @@ class GpuEnergy:
 
     def read_mj(self) -> int | None:
         """The counter now, in millijoules, or None where there is none."""
+        if self._counter_mj is not None:
+            return self._counter_mj()
         handle = self._device()
         if handle is None:
             return None
@@ -259,16 +307,21 @@ class GpuEnergy:
             return None
 
     @contextlib.contextmanager
-    def batch(self, images: Callable[[], int]) -> Iterator[None]:
-        """Wrap one GPU batch; ``images()`` (asked at the end) says how many it made."""
+    def batch(self, images: Callable[[], int]) -> Iterator[BatchEnergy]:
+        """Wrap one GPU batch; ``images()`` (asked at the end) says how many it made.
+
+        The yielded ``BatchEnergy`` holds the batch's joules once the block ends (None: not
+        measured), for the worker to share among the batch's jobs."""
+        measured = BatchEnergy()
         start = self.read_mj()
         try:
-            yield
+            yield measured
         finally:
             end = self.read_mj()
             made = images()
             if start is not None and end is not None and end >= start:
                 joules = (end - start) / 1000
+                measured.joules = joules
                 GPU_ENERGY_JOULES.inc(joules)
                 with self._lock:
                     self.joules += joules
@@ -473,6 +526,9 @@ class _WorkerWatch:
             JOB_RUN_SECONDS.observe(max(0.0, job.finished_at - job.started_at))
         if method == "on_done":
             IMAGES_MADE.inc(len(rest[0]) if rest else 0)
+            energy = getattr(job, "energy_joules", None)
+            if energy is not None:
+                JOB_ENERGY_JOULES.observe(energy)
         elif status == "failed":
             reason = str(rest[0]) if rest else ""
             WORKER_ERRORS.labels(kind="oom" if "out of memory" in reason else "error").inc()

@@ -126,6 +126,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX jobs_interaction ON jobs(json_extract(delivery, '$.interaction_id'));
     """,
+    # v3: the GPU energy (NVML) charged to a job, its share of its batch by cost; NULL where
+    # no counter exists ("not measured").
+    """
+    ALTER TABLE jobs ADD COLUMN energy_joules REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -311,6 +316,7 @@ class Store:
         processed: Processed,
         *,
         measured_seconds: float | None = None,
+        energy_joules: float | None = None,
         now: float | None = None,
     ) -> list[ImageRecord]:
         """Record the saved images, then mark the job done (in that order, see above).
@@ -349,10 +355,10 @@ class Store:
             result_dir = str(Path(processed.images[0].path).parent) if processed.images else None
             cur = await self.db.execute(
                 """UPDATE jobs SET status = 'done', finished_at = ?, measured_seconds = ?,
-                       result_dir = ?, grid_path = ?, error = NULL
+                       energy_joules = ?, result_dir = ?, grid_path = ?, error = NULL
                    WHERE id = ? AND status = 'running'""",
                 (
-                    now, measured_seconds, result_dir,
+                    now, measured_seconds, energy_joules, result_dir,
                     str(processed.grid_path) if processed.grid_path else None, job_id,
                 ),
             )

@@ -24,7 +24,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from generation import metrics
 from generation.admission import Admission, Reservation
-from generation.config import Settings
+from generation.config import Settings, usable_cores
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.eta import CostModel, Estimate, EtaEstimator
 from generation.jobs import (
@@ -84,8 +83,7 @@ def leave_a_core_for_the_pipeline(engine: Engine) -> int | None:
         return None
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, (cores or 2) - 1)
+    threads = max(1, usable_cores() - 1)
     torch.set_num_threads(threads)
     return threads
 
@@ -167,6 +165,7 @@ class _Work:
     error: BaseException | None = None
     holds_post_slot: bool = False
     seconds: float = 0.0
+    energy_joules: float | None = None  # its share of its batch's GPU energy; None: not measured
 
 
 @dataclass(eq=False)
@@ -245,6 +244,8 @@ class Worker:
         # recent ones only, so a server running for months does not grow it without bound.
         self.gpu_intervals: deque[tuple[float, float]] = deque(maxlen=GPU_INTERVALS_KEPT)
         self._torch_threads: int | None = None  # set by start() when generating on the CPU
+        # The GPU's energy counter, read around each batch (tests give it a fake counter).
+        self.energy: metrics.GpuEnergy = metrics.gpu_energy
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -513,10 +514,14 @@ class Worker:
             self._gpu_batch_cost = sum(w.entry.cost for w in works)
             with (
                 metrics.gpu_busy(),
-                metrics.gpu_energy.batch(functools.partial(_images_made, works)),
+                self.energy.batch(functools.partial(_images_made, works)) as energy,
                 job_context(",".join(w.job.id for w in works)),
             ):
                 seconds = self._generate_blocking(works) if works else 0.0
+            # Each job that ran pays its share of the batch by cost, as for its seconds.
+            shares = energy.shares([w.entry.cost for w in works])
+            for work, joules in zip(works, shares, strict=True):
+                work.energy_joules = joules
             self._gpu_batch_cost = 0.0
             for work in works:
                 if work.result is not None:
@@ -673,7 +678,9 @@ class Worker:
                 work.result = None  # free the images
             if isinstance(processed, list):
                 processed = Processed(processed)
-            images = await self.store.mark_done(job.id, processed, measured_seconds=work.seconds)
+            images = await self.store.mark_done(
+                job.id, processed, measured_seconds=work.seconds, energy_joules=work.energy_joules
+            )
             if not images and processed.images:
                 return  # cancelled meanwhile; already reported
             stored = await self.store.get_job(job.id)

@@ -90,7 +90,8 @@ class PostProcessor:
             for i, (img, seed) in enumerate(zip(result.images, result.seeds, strict=True))
         ]
         prompt = str(job.params.get("prompt") or "")
-        decisions = [self._moderate(prompt, item.image, policy, nsfw_channel) for item in items]
+        scans = self._scan([item.image for item in items])
+        decisions = [self._moderate(prompt, scan, policy, nsfw_channel) for scan in scans]
         pairs = list(zip(items, decisions, strict=True))
         blocked = [(item, d) for item, d in pairs if d is not None and d.blocked]
         for item, decision in blocked:
@@ -178,13 +179,22 @@ class PostProcessor:
 
     # --- moderation ---------------------------------------------------------------------------
 
-    def _moderate(self, prompt: str, image: Image.Image, policy: Any, nsfw_channel: bool) -> Any:
+    def _scan(self, images: list[Image.Image]) -> list[Any]:
+        """The job's images for ``_moderate``: NudeNet scans (one model call on the GPU), or the
+        images themselves for a ``check_image`` stand-in."""
+        if self._check_image is not None:
+            return images
+        from moderation.nsfw import scan_images
+
+        return scan_images(images)
+
+    def _moderate(self, prompt: str, scan: Any, policy: Any, nsfw_channel: bool) -> Any:
         """One NudeNet scan feeds both the nudity rule and the deepfake output rule (a named
         real person, a realistic face, no clear style). Nothing here fails open: a detector
         that cannot run raises, and the worker ends the job as failed, never delivers it."""
         if self._check_image is not None:
-            return self._check_image(image, policy, nsfw_channel=nsfw_channel)
-        return check_output(prompt, image, policy, nsfw_channel=nsfw_channel)
+            return self._check_image(scan, policy, nsfw_channel=nsfw_channel)
+        return check_output(prompt, scan, policy, nsfw_channel=nsfw_channel)
 
     def _policy(self, job: Job) -> Any:
         from moderation.policy import Policy, load_policy

@@ -38,6 +38,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from generation.errors import UserInputError
 from generation.images import load_image
+from generation.metrics import energy_text
 from moderation import watermark
 from moderation.watermark_key import KEY_FILE, WatermarkKey, load_or_create_key
 
@@ -678,6 +679,7 @@ def format_lookup(result: LookupResult) -> str:
     lines.append(
         "parameters: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
     )
+    lines.append(f"GPU energy: {energy_text(job.get('energy_joules'))}")
     if result.image and result.image.get("grid"):
         tiles = result.image.get("tiles")
         lines.append("image: the grid" + (f" (marked tiles {tiles})" if tiles else ""))

@@ -94,6 +94,15 @@ def test_content_names_prompt_seeds_parameters_and_author() -> None:
     assert "abc123" in text
 
 
+def test_show_text_gives_the_job_s_gpu_energy_or_says_not_measured() -> None:
+    imgs = [_image(Path("x"), 0)]
+    assert "GPU energy" not in delivery.result_content(_job(), None, imgs)  # a delivery
+    shown = delivery.result_content(_job(), None, imgs, energy=True)  # /show
+    assert "GPU energy: not measured" in shown
+    shown = delivery.result_content(_job(energy_joules=9.0), None, imgs, energy=True)
+    assert "GPU energy: 9.0 J" in shown and "not measured" not in shown
+
+
 def test_derived_job_says_whose_image_it_builds_on() -> None:
     parent = _job(id="parent1", user_id=1)
     child = _job(

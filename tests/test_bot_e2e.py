@@ -237,6 +237,7 @@ async def test_provenance_names_the_job_of_a_delivered_image(harness: Harness) -
     again = await emu.send_slash("show", {"job": job.id}, user=emu.bob)
     reposted = await harness.result_of(again)
     assert reposted.id != result.id and reposted.custom_ids() == result.custom_ids()
+    assert "GPU energy: not measured" in reposted.content  # no energy counter on a CPU
 
 
 async def test_collaboration_upscale_variation_reroll_remix_and_reaction(
@@ -552,7 +553,7 @@ async def test_queue_cancel_settings_stats_and_help(quick_harness: Harness) -> N
 
     stats = await emu.send_slash("stats", {}, user=emu.alice)
     text = (await _ephemeral_reply(emu, stats)).content
-    assert "Images made" in text and "not available" in text  # no GPU energy counter on CPU
+    assert "Images made" in text and "not measured" in text  # no GPU energy counter on CPU
     helped = await emu.send_slash("help", {}, user=emu.alice)
     assert "--ar" in (await _ephemeral_reply(emu, helped)).content
     assert not emu.violations

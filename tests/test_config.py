@@ -72,3 +72,13 @@ def test_unreadable_token_file_is_a_clear_error(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("IMAGINE_DISCORD__TOKEN_FILE", str(tmp_path))  # a folder, not a file
     with pytest.raises(UserInputError, match="token file"):
         load_settings().discord_token()
+
+
+@pytest.mark.parametrize(("cores", "threads"), [(1, 2), (2, 2), (8, 4), (16, 8), (64, 16)])
+def test_postprocess_threads_default_to_half_the_cores(monkeypatch, cores, threads) -> None:
+    from generation import config
+
+    monkeypatch.setattr(config, "usable_cores", lambda: cores)
+    assert load_settings().queue.postprocess_threads == threads
+    monkeypatch.setenv("IMAGINE_QUEUE__POSTPROCESS_THREADS", "3")
+    assert load_settings().queue.postprocess_threads == 3  # an admin's choice wins

@@ -389,11 +389,20 @@ def test_watermark_self_test_and_key_file(tmp_path):
 
 
 def test_nudenet_loads_and_broken_model_fails(tmp_path):
-    assert doctor.check_nudenet().status == "ok"
+    check = doctor.check_nudenet(gpu=False)
+    assert check.status == "ok" and "runs on the CPU (CPUExecutionProvider)" in check.message
     bad = tmp_path / "320n.onnx"
     bad.write_bytes(b"garbage")
     check = doctor.check_nudenet(bad)
     assert check.status == "fail" and "NudeNet NSFW model does not load" in check.message
+
+
+def test_nudenet_on_the_cpu_beside_a_gpu_is_a_warning_with_the_fix():
+    # No CUDA here: the onnxruntime build offers none, so a host whose torch sees a GPU is
+    # told to install onnxruntime-gpu alone.
+    check = doctor.check_nudenet(gpu=True)
+    assert check.status == "warn" and "CPUExecutionProvider" in check.message
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in check.fix
 
 
 # --- preflight and the command --------------------------------------------------------------

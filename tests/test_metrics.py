@@ -416,3 +416,43 @@ async def test_failed_and_blocked_jobs_are_counted_apart(tmp_path, tiny_engine, 
     assert value("imagine_jobs_finished_total", status="failed") == before["failed"] + 1
     assert value("imagine_worker_errors_total", kind="error") == before["errors"] + 1
     assert value("imagine_images_made_total") == before["images"] + 1
+
+
+async def test_job_energy_histogram_counts_measured_jobs_only(tmp_path, tiny_engine, tiny_settings):
+    from generation.request import GenerationRequest
+    from generation.store import Store
+    from generation.worker import Worker
+
+    def count() -> float:
+        return metrics.REGISTRY.get_sample_value("imagine_job_energy_joules_count") or 0.0
+
+    def total() -> float:
+        return metrics.REGISTRY.get_sample_value("imagine_job_energy_joules_sum") or 0.0
+
+    settings = tiny_settings.model_copy(update={"data_dir": tmp_path})
+    store = await Store.open(settings.db_path)
+    try:
+        for counter in (None, iter([0, 7_500])):  # no counter, then 7.5 J in the batch
+            before_count, before_total = count(), total()
+            worker = Worker(store, tiny_engine, settings)
+            if counter is not None:
+                worker.energy = metrics.GpuEnergy(counter_mj=lambda c=counter: next(c))
+            await worker.start()
+            await worker.submit(GenerationRequest("a fox", seed=1, count=1, steps=2), user_id=1)
+            await worker.join()
+            await worker.stop()
+            if counter is None:
+                assert count() == before_count  # "not measured" is never a zero
+            else:
+                assert count() == before_count + 1
+                assert total() == pytest.approx(before_total + 7.5)
+    finally:
+        await store.close()
+
+
+def test_energy_shares_follow_cost_and_none_stays_none():
+    assert metrics.BatchEnergy(None).shares([1.0, 3.0]) == [None, None]
+    assert metrics.BatchEnergy(12.0).shares([1.0, 3.0]) == [3.0, 9.0]
+    assert metrics.format_energy(None) == "not measured"
+    assert metrics.format_energy(9.0) == "9.0 J"
+    assert metrics.format_energy(7200.0) == "2.00 Wh"

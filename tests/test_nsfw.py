@@ -122,3 +122,22 @@ def test_vectorised_box_decoding_matches_nudenet(image) -> None:
         img = Image.fromarray(image) if size is None else Image.fromarray(image).resize(size)
         bgr = np.ascontiguousarray(np.asarray(img.convert("RGB"))[:, :, ::-1])
         assert detector._detect(bgr) == detector._detector.detect(bgr)
+
+
+def test_one_batched_call_finds_what_single_calls_find(astronaut: Image.Image) -> None:
+    # The GPU path (one model call for a job's images), run here on the CPU provider.
+    detector = NsfwDetector.get()
+    images = [
+        astronaut,
+        Image.fromarray(data.coffee()),
+        Image.fromarray(data.astronaut()[40:300, 120:400]),  # padded differently
+    ]
+    batched = detector.scan_many(images, batched=True)
+    single = [detector.scan(image) for image in images]
+    assert [s.width for s in batched] == [s.width for s in single]
+    for one, many in zip(single, batched, strict=True):
+        assert [d.label for d in many.detections] == [d.label for d in one.detections]
+        for a, b in zip(one.detections, many.detections, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-3)
+            assert np.allclose(a.box, b.box, atol=2)
+    assert detector.scan_many(images) == single  # on the CPU: one call per image

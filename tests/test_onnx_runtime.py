@@ -24,3 +24,26 @@ def test_nudenet_session_shares_the_cpu():
 def test_threads_are_half_the_cores_at_most_four(monkeypatch, cores, threads):
     monkeypatch.setattr(onnx_runtime, "cores", lambda: cores)
     assert onnx_runtime.session_threads() == threads
+
+
+@pytest.mark.parametrize(
+    ("available", "chosen"),
+    [
+        (["AzureExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+        (
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        ([], ["CPUExecutionProvider"]),
+    ],
+)
+def test_cuda_first_with_the_cpu_as_fallback(available, chosen):
+    assert onnx_runtime.choose_providers(available) == chosen
+
+
+def test_without_cuda_here_nudenet_runs_on_the_cpu():
+    # This machine's onnxruntime has no CUDA provider: the session says CPU, and so does the
+    # detector (what doctor reports).
+    assert onnx_runtime.CUDA not in onnx_runtime.available_providers()
+    assert onnx_runtime.choose_providers() == [onnx_runtime.CPU]
+    assert NsfwDetector.get().provider == onnx_runtime.CPU

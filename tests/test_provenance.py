@@ -76,13 +76,20 @@ async def add_job(store: Store, *, user_id: int = 42, count: int = 2, **job_fiel
     )
 
 
-async def run_job(store: Store, settings: Settings, *, count: int = 2, **job_fields) -> Job:
+async def run_job(
+    store: Store,
+    settings: Settings,
+    *,
+    count: int = 2,
+    energy_joules: float | None = None,
+    **job_fields,
+) -> Job:
     """A job through the real post-processing step, recorded as the worker does."""
     job = await add_job(store, count=count, **job_fields)
     await store.mark_running(job.id)
     post = PostProcessor(settings, store=store, loop=asyncio.get_running_loop())
     processed = await asyncio.to_thread(post, job, result_of(photos(count)))
-    await store.mark_done(job.id, processed)
+    await store.mark_done(job.id, processed, energy_joules=energy_joules)
     return job
 
 
@@ -129,6 +136,7 @@ async def test_lookup_finds_the_job_after_jpeg_and_resize(store, tmp_path):
     assert [m["action"] for m in found.moderation] == ["spoiler"]
     text = provenance.format_lookup(found)
     assert "user 42" in text and PROMPT in text and "spoiler" in text
+    assert "GPU energy: not measured" in text  # recorded without an energy counter
 
     grid = tmp_path / "grid.jpg"
     grid.write_bytes(jpeg_and_shrink(Path((await store.get_job(job.id)).grid_path)))
@@ -159,6 +167,14 @@ async def test_private_policy_leaves_the_prompt_out(store, tmp_path):
     meta = provenance.read_metadata(raw)
     assert meta["parameters"].startswith("Steps: 20") and "c2pa" not in meta
     assert meta["ai_generated"] is True
+
+
+async def test_lookup_gives_the_gpu_energy_charged_to_the_job(store, tmp_path):
+    job = await run_job(store, settings_in(tmp_path), count=1, energy_joules=42.0)
+    images = await store.images_for_job(job.id)
+    found = await provenance.lookup(store, Path(images[0].path))
+    assert found.job["id"] == job.id and found.job["energy_joules"] == 42.0
+    assert "GPU energy: 42.0 J" in provenance.format_lookup(found)
 
 
 async def test_unknown_image_is_reported_as_not_found(store, tmp_path):

@@ -149,6 +149,38 @@ async def test_compatible_jobs_of_different_users_share_one_batch(
     assert sum(r.measured_seconds for r in rows) == pytest.approx(end - start, rel=0.05)
 
 
+async def test_a_batch_s_gpu_energy_is_split_across_its_jobs_by_cost(
+    tiny_engine, tiny_settings, tmp_path, store
+):
+    # NVML cannot run here: a counter that advances 12 J between the reads around the batch.
+    from generation import metrics
+
+    readings = iter([5_000_000, 5_012_000])
+    worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path))
+    worker.energy = metrics.GpuEnergy(counter_mj=lambda: next(readings))
+    small = await worker.submit(req("one cat"), user_id=1)
+    large = await worker.submit(req("three cats", count=3), user_id=2)
+    await worker.start()
+    await worker.join()
+    await worker.stop()
+    assert len(worker.gpu_intervals) == 1  # one batch for both
+    rows = [await store.get_job(small.id), await store.get_job(large.id)]
+    assert [r.energy_joules for r in rows] == [pytest.approx(3.0), pytest.approx(9.0)]
+
+
+async def test_without_an_energy_counter_a_job_records_none(
+    tiny_engine, tiny_settings, tmp_path, store
+):
+    worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path))
+    assert worker.energy.read_mj() is None  # no NVIDIA GPU here
+    job = await worker.submit(req("a cat"), user_id=1)
+    await worker.start()
+    await worker.join()
+    await worker.stop()
+    row = await store.get_job(job.id)
+    assert row.status == JobStatus.DONE and row.energy_joules is None
+
+
 async def test_invalid_request_never_enters_the_queue(tiny_engine, tiny_settings, tmp_path, store):
     worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path))
     with pytest.raises(UserInputError, match="steps is 10000; allowed range is 1 to"):
