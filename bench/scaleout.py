@@ -101,13 +101,29 @@ async def run_once(n: int, redis: RedisServer, demand: list[int], seconds: float
         model={"name": MODEL, "max_batch": 1},
         queue={"backend": "redis", "redis_url": redis.url, "max_queued_per_user": 10_000},
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "IMAGINE_MODEL__MAX_BATCH": "1",
-           "IMAGINE_MODEL__NAME": MODEL, "IMAGINE_DATA_DIR": str(folder / "w")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "IMAGINE_MODEL__MAX_BATCH": "1",
+        "IMAGINE_MODEL__NAME": MODEL,
+        "IMAGINE_DATA_DIR": str(folder / "w"),
+    }
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bot.cli", "worker", "--redis", redis.url,
-             "--simulate-gpu", str(seconds), "--name", f"w{i}"],
-            env=env, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "bot.cli",
+                "worker",
+                "--redis",
+                redis.url,
+                "--simulate-gpu",
+                str(seconds),
+                "--name",
+                f"w{i}",
+            ],
+            env=env,
+            cwd=ROOT,
         )
         for i in range(n)
     ]
@@ -119,8 +135,9 @@ async def run_once(n: int, redis: RedisServer, demand: list[int], seconds: float
         # start and the fair order alone decides who goes next.
         for user, count in enumerate(demand, start=1):
             for i in range(count):
-                await bot.submit(GenerationRequest(prompt=f"u{user} job {i}", count=1),
-                                 user_id=user, guild_id=1)
+                await bot.submit(
+                    GenerationRequest(prompt=f"u{user} job {i}", count=1), user_id=user, guild_id=1
+                )
         await bot.start()
         await asyncio.wait_for(bot.join(), timeout=60 + 3 * sum(demand) * seconds)
     finally:
@@ -157,6 +174,7 @@ async def main() -> None:
     args = parser.parse_args()
     demand = [int(x) for x in args.jobs.split(",")]
     import generation.engine  # noqa: F401 - the bot decodes results with it; import it untimed
+
     redis = RedisServer().start()
     print(
         f"SIMULATED GPU: each worker sleeps {args.seconds} s per job (2-core machine); "

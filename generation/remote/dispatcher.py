@@ -22,7 +22,7 @@ import json
 import logging
 import secrets
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ from generation.worker import COST_MODEL_KEY, JobListener, Postprocess, Worker, 
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.5  # how often the bot re-reads the workers' advertisements
+# A result this bot was handed but has not acknowledged for this long is read again (every
+# 10 watch rounds); one being recorded right now is skipped.
+RESULT_REREAD_MS = 5_000
 
 WORKER_BUSY = Gauge(
     "imagine_remote_worker_busy_fraction",
@@ -100,7 +103,11 @@ class RemoteWorker(Worker):
         self.inflight: dict[str, _Work] = {}  # dispatched, result not recorded yet
         # Worker idle gap before each batch it started: "worker free -> next job running".
         self.dispatch_gaps_ms: deque[float] = deque(maxlen=100_000)
+        # Which worker started / finished each recent job (operators' "which GPU made this").
+        self.started_on: OrderedDict[str, str] = OrderedDict()
+        self.finished_by: OrderedDict[str, str] = OrderedDict()
         self._recording_ids: set[str] = set()
+        self._recording_entries: set[Any] = set()
         self._result_tasks: set[asyncio.Task[Any]] = set()
         self._warned_models: set[str] = set()
         self._ack = self.redis.register_script(ACK_RESULT)
@@ -180,6 +187,7 @@ class RemoteWorker(Worker):
                 rounds += 1
                 if rounds % 10 == 0:
                     await self._reconcile()
+                    await self._reread_results()
             except Exception as exc:  # noqa: BLE001 - Redis restarting: keep the last picture
                 log.warning("remote queue: cannot read the workers (%s)", exc)
             await asyncio.sleep(WATCH_INTERVAL_S)
@@ -277,8 +285,7 @@ class RemoteWorker(Worker):
     # --- results -------------------------------------------------------------------------------
 
     async def _read_results(self) -> None:
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import ResponseError
+        from redis.exceptions import RedisError, ResponseError
 
         position = "0"  # first what this bot read before a restart but never acknowledged
         while True:
@@ -290,35 +297,51 @@ class RemoteWorker(Worker):
                     count=100,
                     block=None if position == "0" else 1000,
                 )
-            except RedisConnectionError as exc:
-                log.warning("remote queue: Redis unavailable (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await protocol.ensure_group(self.redis, self.keys.results, protocol.BOT_GROUP)
                 continue
-            entries = [(eid, f) for _s, batch in reply or [] for eid, f in batch]
+            except (RedisError, OSError) as exc:
+                log.warning("remote queue: Redis unavailable (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
             if position == "0":
                 position = ">"
-            for eid, fields in entries:
-                if not fields:
-                    continue
-                kind = protocol.text(fields, "type")
-                if kind == "started":
-                    self._started_remote(fields)
-                    await self._ack_result(eid, fields, clear=False)
-                else:
-                    task = asyncio.create_task(self._record(eid, fields))
-                    self._result_tasks.add(task)
-                    task.add_done_callback(self._result_tasks.discard)
+            await self._handle([(eid, f) for _s, batch in reply or [] for eid, f in batch])
+
+    async def _reread_results(self) -> None:
+        """Results delivered to this bot but never seen: the reply to a read was lost (Redis
+        restarted, or a crashed bot's blocked read was still open when they arrived)."""
+        reply = await self.redis.xautoclaim(
+            self.keys.results,
+            protocol.BOT_GROUP,
+            protocol.BOT_CONSUMER,
+            min_idle_time=RESULT_REREAD_MS,
+            start_id="0-0",
+            count=100,
+        )
+        await self._handle(reply[1])
+
+    async def _handle(self, entries: list[tuple[Any, dict[bytes, bytes] | None]]) -> None:
+        for eid, fields in entries:
+            if not fields or eid in self._recording_entries:
+                continue
+            if protocol.text(fields, "type") == "started":
+                self._started_remote(fields)
+                await self._ack_result(eid, fields, clear=False)
+            else:
+                task = asyncio.create_task(self._record(eid, fields))
+                self._result_tasks.add(task)
+                task.add_done_callback(self._result_tasks.discard)
 
     def _started_remote(self, fields: dict[bytes, bytes]) -> None:
         gap = float(protocol.text(fields, "idle_ms") or -1)
         if gap >= 0:
             self.dispatch_gaps_ms.append(gap)
-        work = self._active.get(protocol.text(fields, "job") or "")
+        job_id = protocol.text(fields, "job") or ""
+        _remember(self.started_on, job_id, protocol.text(fields, "worker") or "")
+        work = self._active.get(job_id)
         if work is not None and work.stage == "dispatched":
             work.stage = "generating"
             work.job.status, work.job.started_at = JobStatus.RUNNING, time.time()
@@ -329,9 +352,9 @@ class RemoteWorker(Worker):
         """Store and deliver one worker result, once per job whatever arrives twice."""
         job_id = protocol.text(fields, "job") or ""
         if job_id in self._recording_ids:
-            await self._ack_result(eid, fields)  # the same job's other result is being recorded
-            return
+            return  # another result of this job is being recorded; this one is re-read later
         self._recording_ids.add(job_id)
+        self._recording_entries.add(eid)
         try:
             job = await self.store.get_job(job_id)
             if job is None or job.status != JobStatus.RUNNING:
@@ -342,12 +365,14 @@ class RemoteWorker(Worker):
                     job.status.value if job else "gone",
                 )
             else:
+                _remember(self.finished_by, job_id, protocol.text(fields, "worker") or "")
                 await self._finish(job, fields)
             await self._ack_result(eid, fields)
         except Exception:  # noqa: BLE001 - left pending: recorded again after a restart
             log.exception("job %s: recording its result failed", job_id)
         finally:
             self._recording_ids.discard(job_id)
+            self._recording_entries.discard(eid)
             self._generating.pop(job_id, None)
             if self.inflight.pop(job_id, None) is not None:
                 self._wake.set()
@@ -386,6 +411,12 @@ class RemoteWorker(Worker):
                 if attempt == 0:
                     log.warning("job %s: cannot acknowledge its result yet (%s)", job_id, exc)
                 await asyncio.sleep(0.5)
+
+
+def _remember(history: OrderedDict[str, str], job_id: str, worker: str) -> None:
+    history[job_id] = worker
+    while len(history) > 10_000:
+        history.popitem(last=False)
 
 
 def _result(job: Job, fields: dict[bytes, bytes]) -> Any:

@@ -124,6 +124,8 @@ class EngineRunner:
             self._threads_set = True
         try:
             self._run(batch)
+        except JobCancelled:  # every job of the batch was taken over meanwhile: no outcome
+            return
         except OutOfMemory:
             if len(batch) == 1:
                 batch[0].outcome = _failed(
@@ -328,14 +330,14 @@ class GpuWorker:
                     count=free,
                     block=block,
                 )
-            except _redis_errors() as exc:  # Redis restarting: keep what we hold, wait
-                log.warning("worker %s: Redis unavailable (%s); retrying", self.name, exc)
-                await asyncio.sleep(0.5)
-                continue
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await protocol.ensure_group(self.redis, self.jobs_key, protocol.WORKERS_GROUP)
+                continue
+            except _redis_errors() as exc:  # Redis restarting, or this process was paused
+                log.warning("worker %s: Redis unavailable (%s); retrying", self.name, exc)
+                await asyncio.sleep(0.5)
                 continue
             await self._take(_entries(got))
 
@@ -463,7 +465,7 @@ class GpuWorker:
             try:
                 posted = await self._finish(keys=[self.jobs_key, self.keys.results], args=flat)
                 break
-            except (ConnectionError, OSError, _redis_errors()) as exc:
+            except _redis_errors() as exc:
                 # Redis restarting: the result is kept here until it can be posted.
                 log.warning("job %s: cannot post its result yet (%s); retrying", held.job_id, exc)
                 await asyncio.sleep(0.5)
@@ -473,7 +475,8 @@ class GpuWorker:
             else:
                 self.stats.failed += 1
         else:
-            self.stats.lost += 1
+            if not held.lost:
+                self.stats.lost += 1
             log.warning(
                 "job %s was taken over by another worker; its result is dropped", held.job_id
             )
@@ -517,10 +520,10 @@ class GpuWorker:
                     )
                     for eid in lost:
                         held = self._held.get(eid.decode() if isinstance(eid, bytes) else eid)
-                        if held is not None:
-                            held.lost = True
+                        if held is not None and not held.lost:
+                            held.lost = True  # a running batch stops at its next step
+                            self.stats.lost += 1
                             if held in self._waiting:
-                                self.stats.lost += 1
                                 self._forget(held)
                 await self._advertise()
             except Exception as exc:  # noqa: BLE001 - Redis restarting; try again next beat
@@ -555,10 +558,12 @@ class GpuWorker:
         await pipe.execute()
 
 
-def _redis_errors() -> type[BaseException]:
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    """Errors after which the same command can simply be tried again."""
     from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return RedisConnectionError
+    return (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def _entries(reply: Any) -> list[tuple[Any, dict[bytes, bytes]]]:
