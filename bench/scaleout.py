@@ -90,7 +90,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def run_once(n: int, redis: RedisServer, demand: list[int], seconds: float) -> dict:
+async def run_once(
+    n: int, redis: RedisServer, demand: list[int], seconds: float, slots: int
+) -> dict:
     import redis.asyncio as aioredis
 
     client = aioredis.from_url(redis.url)
@@ -127,6 +129,12 @@ async def run_once(n: int, redis: RedisServer, demand: list[int], seconds: float
         )
         for i in range(n)
     ]
+    # Measure N workers, not N processes starting: wait until every one has advertised itself.
+    deadline = time.monotonic() + 120
+    while len([k for k in await client.mget([f"imagine:worker:w{i}" for i in range(n)]) if k]) < n:
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            raise SystemExit("workers did not start")
+        await asyncio.sleep(0.1)
     store = await Store.open(settings.db_path)
     rec = Recorder(store)
     bot = RemoteWorker(store, ValidationOnlyEngine(settings), settings, listener=rec)
@@ -171,6 +179,12 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=0.25, help="simulated GPU s per job")
     parser.add_argument("--jobs", default="40,20,10,10", help="jobs per user")
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=2,
+        help="jobs a worker holds (default 2 = one prefetched; 1 = every job fetched on demand)",
+    )
     args = parser.parse_args()
     demand = [int(x) for x in args.jobs.split(",")]
     import generation.engine  # noqa: F401 - the bot decodes results with it; import it untimed
@@ -178,12 +192,13 @@ async def main() -> None:
     redis = RedisServer().start()
     print(
         f"SIMULATED GPU: each worker sleeps {args.seconds} s per job (2-core machine); "
-        f"{sum(demand)} jobs from {len(demand)} users {demand}, real Redis + worker processes"
+        f"{sum(demand)} jobs from {len(demand)} users {demand}, real Redis + worker processes, "
+        f"{args.slots} slots per worker"
     )
     rows = []
     try:
         for n in (int(x) for x in args.workers.split(",")):
-            rows.append(await run_once(n, redis, demand, args.seconds))
+            rows.append(await run_once(n, redis, demand, args.seconds, args.slots))
     finally:
         redis.close()
     base = rows[0]["jobs_per_s"] / rows[0]["workers"]

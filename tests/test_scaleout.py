@@ -79,19 +79,20 @@ def _start_worker(redis: RedisServer, name: str, cache: Path) -> subprocess.Pope
     )
 
 
-def _advertised(redis: RedisServer) -> dict[str, dict[str, Any]]:
+def _advertised_one(redis: RedisServer, name: str) -> dict[str, Any] | None:
     import redis as sync_redis
 
     client = sync_redis.Redis(unix_socket_path=str(redis.socket))
     try:
-        out = {}
-        for name in WORKERS:
-            value = client.get(f"imagine:worker:{name}")
-            if value:
-                out[name] = json.loads(value)
-        return out
+        value = client.get(f"imagine:worker:{name}")
+        return json.loads(value) if value else None
     finally:
         client.close()
+
+
+def _advertised(redis: RedisServer) -> dict[str, dict[str, Any]]:
+    found = {name: _advertised_one(redis, name) for name in WORKERS}
+    return {name: ad for name, ad in found.items() if ad is not None}
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +267,57 @@ async def test_bot_restart_loses_nothing(cluster, tiny_settings, tiny_engine, tm
         await store.close()
 
 
+async def test_jobs_only_go_to_workers_of_the_bots_model(cluster, remote_bot):
+    redis, _procs = cluster
+    bot, rec, store = remote_bot
+    other = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "worker",
+            "--redis",
+            redis.url,
+            "--name",
+            "gpu-sdxl",
+            "--simulate-gpu",
+            "0",
+            "--model",
+            "stabilityai/sdxl-turbo",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+    )
+    try:
+        await _wait(lambda: _advertised_one(redis, "gpu-sdxl") is not None, 30, "other worker")
+        await asyncio.sleep(1.0)  # the bot has read the advertisements meanwhile
+        assert set(bot.workers) == set(WORKERS)
+        assert bot.capacity == 2 * len(WORKERS)
+        jobs = [await bot.submit(req(u, 0), user_id=u) for u in (1, 2, 3)]
+        await _all_delivered(store, rec, jobs, 60)
+        assert set(bot.finished_by[j.id] for j in jobs) <= set(WORKERS)
+    finally:
+        other.terminate()
+        other.wait(20)
+
+
+def test_worker_reports_a_bad_redis_url_in_one_line():
+    for url, expected in (
+        ("nonsense://x", "is not a Redis URL"),
+        ("redis://127.0.0.1:1/0", "cannot reach Redis at redis://127.0.0.1:1/0"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "bot.cli", "worker", "--redis", url, "--simulate-gpu", "0"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert expected in done.stderr and "Traceback" not in done.stderr
+
+
 async def test_kill_9_worker_mid_job_is_reclaimed_and_delivered_once(cluster, remote_bot):
     redis, procs = cluster
     bot, rec, store = remote_bot
@@ -278,3 +330,21 @@ async def test_kill_9_worker_mid_job_is_reclaimed_and_delivered_once(cluster, re
     assert _advertised(redis)[survivor]["reclaims"] >= 1
     later = await bot.submit(req(2, 1), user_id=2)  # the survivor carries on alone
     await _all_delivered(store, rec, [job, later], 60)
+
+
+def test_compose_scaleout_profile_is_off_by_default_and_durable():
+    import yaml
+
+    from bot.cli import build_parser
+
+    doc = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    bot, redis, worker = (doc["services"][n] for n in ("bot", "redis", "worker"))
+    assert "profiles" not in bot  # `docker compose up` alone: one process, no Redis
+    assert redis["profiles"] == worker["profiles"] == ["scaleout"]
+    flags = redis["command"]
+    assert flags[flags.index("--appendonly") + 1] == "yes"
+    assert any(v.endswith(":/data") and v.split(":")[0] in doc["volumes"] for v in redis["volumes"])
+    args = build_parser().parse_args(worker["command"])  # the image's entrypoint is imagine-bot
+    assert args.command == "worker" and args.redis == "redis://redis:6379/0"
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]

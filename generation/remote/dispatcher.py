@@ -220,6 +220,8 @@ class RemoteWorker(Worker):
             WORKER_RECLAIMS.labels(name).set(ad.get("reclaims", 0))
         self.workers = workers
         WORKERS_LIVE.set(len(workers))
+        if workers:  # /healthz: a live worker is the GPU's sign of life (no progress events)
+            metrics.health.worker_beat()
         capacity = sum(int(ad.get("slots", 1)) for ad in workers.values())
         if capacity != self.capacity:
             log.info("remote queue: %d workers, %d slots", len(workers), capacity)
@@ -331,6 +333,9 @@ class RemoteWorker(Worker):
                 self._started_remote(fields)
                 await self._ack_result(eid, fields, clear=False)
             else:
+                # The worker's slot is free from now on, not once the bot has recorded this.
+                if self.inflight.pop(protocol.text(fields, "job") or "", None) is not None:
+                    self._wake.set()
                 task = asyncio.create_task(self._record(eid, fields))
                 self._result_tasks.add(task)
                 task.add_done_callback(self._result_tasks.discard)
@@ -391,8 +396,8 @@ class RemoteWorker(Worker):
         work.seconds = float(protocol.text(fields, "seconds") or 0.0)
         work.result = await self._run_in(self._post, _result, job, fields)
         work.stage = "post"
-        if work.seconds > 0:
-            self.cost_model.observe(work.entry.cost, work.seconds)
+        if work.seconds > 0:  # N workers drain the queue N times faster: ETAs follow
+            self.cost_model.observe(work.entry.cost, work.seconds / max(1, len(self.workers)))
         await self._postprocess(work)
 
     async def _ack_result(
