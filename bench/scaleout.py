@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from generation.remote.dispatcher import RemoteWorker  # noqa: E402
 from generation.request import GenerationRequest, ModelDefaults, resolve  # noqa: E402
 from generation.store import Store  # noqa: E402
 from generation.worker import NullListener  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from tests.redis_server import RedisServer, start_worker  # noqa: E402
 
 MODEL = "simulated-gpu"
 
@@ -103,29 +101,17 @@ async def run_once(
         model={"name": MODEL, "max_batch": 1},
         queue={"backend": "redis", "redis_url": redis.url, "max_queued_per_user": 10_000},
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "IMAGINE_MODEL__MAX_BATCH": "1",
-        "IMAGINE_MODEL__NAME": MODEL,
-        "IMAGINE_DATA_DIR": str(folder / "w"),
-    }
+    env = {"IMAGINE_MODEL__MAX_BATCH": "1", "IMAGINE_MODEL__NAME": MODEL}
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bot.cli",
-                "worker",
-                "--redis",
-                redis.url,
-                "--simulate-gpu",
-                str(seconds),
-                "--name",
-                f"w{i}",
-            ],
+        start_worker(
+            redis.url,
+            "--simulate-gpu",
+            str(seconds),
+            "--name",
+            f"w{i}",
+            "--slots",
+            str(slots),
             env=env,
-            cwd=ROOT,
         )
         for i in range(n)
     ]

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,3 +101,15 @@ class RedisServer:
     def close(self) -> None:
         self.kill(signal.SIGTERM)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_worker(
+    url: str, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``imagine-bot worker --redis URL ARGS...`` from this checkout, as its own process."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "worker", "--redis", url, *args],
+        env={**os.environ, "PYTHONPATH": str(root), **(env or {})},
+        cwd=root,
+    )

@@ -25,7 +25,7 @@ from generation.config import Settings
 from generation.jobs import Job, JobStatus
 from generation.request import GenerationRequest
 from generation.store import Store
-from tests.redis_server import RedisServer, redis_binary
+from tests.redis_server import RedisServer, redis_binary, start_worker
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason="no redis-server binary")
 
@@ -64,19 +64,13 @@ class Recorder:
 
 def _start_worker(redis: RedisServer, name: str, cache: Path) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
         "IMAGINE_MODEL__NAME": "tiny",
         "IMAGINE_MODEL__DEVICE": "cpu",
         "IMAGINE_MODEL__CACHE_DIR": str(cache),
         "IMAGINE_MODEL__MAX_BATCH": "1",
         "IMAGINE_QUEUE__RECLAIM_AFTER_S": str(RECLAIM_AFTER_S),
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "worker", "--redis", redis.url, "--name", name],
-        env=env,
-        cwd=ROOT,
-    )
+    return start_worker(redis.url, "--name", name, env=env)
 
 
 def _advertised_one(redis: RedisServer, name: str) -> dict[str, Any] | None:
@@ -270,23 +264,8 @@ async def test_bot_restart_loses_nothing(cluster, tiny_settings, tiny_engine, tm
 async def test_jobs_only_go_to_workers_of_the_bots_model(cluster, remote_bot):
     redis, _procs = cluster
     bot, rec, store = remote_bot
-    other = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "worker",
-            "--redis",
-            redis.url,
-            "--name",
-            "gpu-sdxl",
-            "--simulate-gpu",
-            "0",
-            "--model",
-            "stabilityai/sdxl-turbo",
-        ],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        cwd=ROOT,
+    other = start_worker(
+        redis.url, "--name", "gpu-sdxl", "--simulate-gpu", "0", "--model", "stabilityai/sdxl-turbo"
     )
     try:
         await _wait(lambda: _advertised_one(redis, "gpu-sdxl") is not None, 30, "other worker")
@@ -327,7 +306,11 @@ async def test_kill_9_worker_mid_job_is_reclaimed_and_delivered_once(cluster, re
     await _all_delivered(store, rec, [job], 60)
     survivor = next(n for n in WORKERS if n != victim)
     assert bot.finished_by[job.id] == survivor
-    assert _advertised(redis)[survivor]["reclaims"] >= 1
+    await _wait(  # it says so in its advertisement (refreshed every reclaim_after_s / 3)
+        lambda: (_advertised_one(redis, survivor) or {}).get("reclaims", 0) >= 1,
+        10,
+        "the survivor to count the reclaim",
+    )
     later = await bot.submit(req(2, 1), user_id=2)  # the survivor carries on alone
     await _all_delivered(store, rec, [job, later], 60)
 

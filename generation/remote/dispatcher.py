@@ -160,10 +160,7 @@ class RemoteWorker(Worker):
     async def stop(self, *, finish_running: bool = True) -> None:
         """Stop dispatching; jobs out on workers stay there and are recorded after the restart."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await protocol.cancel_and_wait(self._tasks)
         self._tasks = []
         await self._requeue([w for w in list(self._active.values()) if w.stage == "picked"])
         for tasks in (self._result_tasks, self._post_tasks, self._listener_tasks):

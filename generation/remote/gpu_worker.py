@@ -277,10 +277,8 @@ class GpuWorker:
             for task in done - {stopper}:
                 task.result()  # a crashed loop stops the worker loudly
         finally:
-            reader.cancel()
             stopper.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await protocol.cancel_and_wait([reader])
             for held in list(self._waiting):  # not started: back to the stream for others
                 with contextlib.suppress(Exception):
                     await self._release(
@@ -291,11 +289,7 @@ class GpuWorker:
             self._work.set()
             while self._running:  # the batch on the GPU finishes and is posted
                 await asyncio.sleep(0.05)
-            gpu.cancel()
-            beat.cancel()
-            for task in (gpu, beat):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await protocol.cancel_and_wait([gpu, beat])
             with contextlib.suppress(Exception):
                 await self.redis.delete(self.keys.worker(self.name))
                 await self.redis.srem(self.keys.workers, self.name)

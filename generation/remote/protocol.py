@@ -20,8 +20,11 @@ and delivery is claimed once with ``store.mark_delivered``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +120,25 @@ async def ensure_group(redis: Any, stream: str, group: str) -> None:
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel loops and wait until they end, cancelling again while one still runs.
+
+    Why again: a cancellation that lands inside a Redis command can come out of the client as
+    a timeout or connection error, which the loops catch and retry; the next cancellation
+    lands elsewhere (in a sleep) and ends them.
+    """
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    while pending := [t for t in tasks if not t.done()]:
+        await asyncio.wait(pending, timeout=0.5)
+        for task in pending:
+            task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            task.result()
 
 
 def text(fields: dict[bytes, bytes], name: str, default: str | None = None) -> str | None:
