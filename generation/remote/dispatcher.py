@@ -42,6 +42,7 @@ WATCH_INTERVAL_S = 0.5  # how often the bot re-reads the workers' advertisements
 # A result this bot was handed but has not acknowledged for this long is read again (every
 # 10 watch rounds); one being recorded right now is skipped.
 RESULT_REREAD_MS = 5_000
+CONSUMER_FORGET_MS = 24 * 3600 * 1000
 
 WORKER_BUSY = Gauge(
     "imagine_remote_worker_busy_fraction",
@@ -185,6 +186,8 @@ class RemoteWorker(Worker):
                 if rounds % 10 == 0:
                     await self._reconcile()
                     await self._reread_results()
+                if rounds % 7200 == 1:  # hourly
+                    await self._forget_gone_consumers()
             except Exception as exc:  # noqa: BLE001 - Redis restarting: keep the last picture
                 log.warning("remote queue: cannot read the workers (%s)", exc)
             await asyncio.sleep(WATCH_INTERVAL_S)
@@ -224,6 +227,18 @@ class RemoteWorker(Worker):
             log.info("remote queue: %d workers, %d slots", len(workers), capacity)
             self.capacity = capacity
             self._wake.set()
+
+    async def _forget_gone_consumers(self) -> None:
+        """Worker names (host-pid) pile up in the consumer group: drop those that hold nothing,
+        are not alive and have been idle for a day."""
+        for info in await self.redis.xinfo_consumers(self.jobs_key, protocol.WORKERS_GROUP):
+            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+            if (
+                info["pending"] == 0
+                and info["idle"] > CONSUMER_FORGET_MS
+                and name not in self.workers
+            ):
+                await self.redis.xgroup_delconsumer(self.jobs_key, protocol.WORKERS_GROUP, name)
 
     async def _reconcile(self) -> None:
         """A job out on a worker whose inflight mark is gone was lost by Redis (a crash with
