@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -142,6 +143,7 @@ async def run_once(
             p.terminate()
         for p in procs:
             p.wait(20)
+        shutil.rmtree(folder, ignore_errors=True)
     total = sum(demand)
     elapsed = rec.last_done - (rec.first_start or rec.last_done)
     # While every user is backlogged: the first len(demand) x min(demand) starts.
