@@ -81,6 +81,8 @@ async def run(settings: Settings, *, sync_commands: bool = True) -> None:
     try:
         log.info("loading model %s", settings.model.name)
         engine = await asyncio.to_thread(Engine.load, settings)
+        if settings.queue.backend == "redis":  # GPUs elsewhere: `imagine-bot worker` processes
+            from generation.remote.dispatcher import RemoteWorker as Worker
         worker = Worker(store, engine, settings, postprocess=make_postprocess(settings, store))
         metrics = await start_metrics_server(settings)
         services = Services(settings=settings, store=store, engine=engine, worker=worker)

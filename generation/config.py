@@ -80,6 +80,14 @@ class QueueSettings(BaseModel):
     # at most 16; the other half runs the GPU thread, the event loop and the native threads
     # (ONNX, OpenCV) each job's step starts.
     postprocess_threads: int = Field(default_factory=default_postprocess_threads, ge=1)
+    # "local": the GPU worker runs inside the bot (default, needs nothing else). "redis": the bot
+    # keeps the store and the fair share and hands jobs to `imagine-bot worker` processes over
+    # Redis Streams at redis_url (docs/operations.md "Several GPUs").
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # A remote worker silent this long loses its jobs to another worker (XAUTOCLAIM); live
+    # workers refresh their jobs three times per period, so a long job is never taken away.
+    reclaim_after_s: float = Field(default=30.0, gt=0)
 
 
 class ModerationSettings(BaseModel):
