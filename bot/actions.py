@@ -24,6 +24,7 @@ from bot.guild_settings import GuildSettingsStore
 from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
 from bot.progress import ProgressEditor, progress_text, queue_text
 from bot.user_settings import UserSettingsStore
+from generation.admission import RateLimiter
 from generation.errors import UserInputError
 from generation.images import load_image
 from generation.jobs import ImageRecord, Job, JobStatus
@@ -58,6 +59,7 @@ class Actions:
             backoff_s=self.settings.discord.delivery_backoff_s,
         )
         self.acceptor = Acceptor(self)  # rate limit, cap slot, durable record, ack
+        self.lookups = RateLimiter(self.settings.discord.lookups_per_minute, 60.0)
         self.progress = ProgressEditor(client, self.settings.discord.progress_interval_s)
         from bot.info import EnergyMeter
 
@@ -645,6 +647,7 @@ class Actions:
 
         await defer_thinking(interaction, ephemeral=True)
         try:
+            self.lookups.check(interaction.user.id, "provenance lookups")
             from bot.uploads import download_upload
 
             data = await download_upload(image, self.settings, what="the image")

@@ -113,6 +113,9 @@ class DiscordSettings(BaseModel):
     # Buttons, remix forms and reaction shortcuts per user: at most press_limit per window.
     press_limit: int = Field(default=5, ge=1)
     press_window_s: float = Field(default=10.0, gt=0)
+    # /provenance lookups per user per minute: each reads up to 7 marks, and a flood of them
+    # would probe the watermark.
+    lookups_per_minute: int = Field(default=10, ge=1)
     # A result Discord refuses with a 5xx, a 429 or a network error is retried this many times
     # (waits double from delivery_backoff_s), then the job records why and the user is told.
     delivery_attempts: int = Field(default=5, ge=1)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.views import result_view
+from generation.admission import RateLimiter
 from moderation.policy import Policy, load_policy
 from tests.discord_emulator.state import MANAGE_GUILD
 from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness
@@ -81,7 +82,9 @@ async def test_another_server_cannot_show_use_or_look_up_a_job(two: Harness) -> 
 
     for who in (emu.carl, emu.bmod):
         ask = await emu.send_slash(
-            "provenance", {"image": emu.upload("found.png", png)}, user=who,
+            "provenance",
+            {"image": emu.upload("found.png", png)},
+            user=who,
             channel=emu.other_general,
         )
         answer = (await _ephemeral_reply(emu, ask, timeout=60)).content
@@ -136,3 +139,21 @@ async def test_a_policy_edit_keeps_the_instance_settings(two: Harness) -> None:
     assert "Zorblax Quintavious" in policy.public_figures
     blocked = await h.imagine("Zorblax Quintavious, leaked photo", user=emu.bob)
     assert "real person" in (await _ephemeral_reply(emu, blocked)).content
+
+
+async def test_provenance_lookups_are_rate_limited_per_user(two: Harness) -> None:
+    h, emu = two, two.emu
+    h.bot.actions.lookups = RateLimiter(1, 60.0)  # discord.lookups_per_minute = 1
+    png = emu.upload("x.png", b"\x89PNG\r\n\x1a\n not really")
+    first = await emu.send_slash(
+        "provenance", {"image": png}, user=emu.carl, channel=emu.other_general
+    )
+    assert "too fast" not in (await _ephemeral_reply(emu, first, timeout=60)).content
+    again = await emu.send_slash(
+        "provenance", {"image": png}, user=emu.carl, channel=emu.other_general
+    )
+    assert "too fast" in (await _ephemeral_reply(emu, again, timeout=60)).content
+    other = await emu.send_slash(
+        "provenance", {"image": png}, user=emu.bmod, channel=emu.other_general
+    )
+    assert "too fast" not in (await _ephemeral_reply(emu, other, timeout=60)).content
