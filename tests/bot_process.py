@@ -82,7 +82,10 @@ class BotProcess:
             await self._reader
             raise AssertionError(f"the bot exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
         exited.cancel()
-        connected.result()
+        try:
+            connected.result()
+        except TimeoutError as exc:  # hung, not dead: show what it was doing
+            raise AssertionError(f"{exc}\nthe bot's log:\n{self.log()[-3000:]}") from None
         await self.emu.wait_for(
             lambda: self.emu.find_command("imagine", self.emu.guild.id), 60, "synced commands"
         )

@@ -3,9 +3,7 @@ pointed at the loopback emulator; it serves a prompt and stops cleanly on SIGTER
 
 from __future__ import annotations
 
-import asyncio
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,41 +50,20 @@ async def test_run_serves_a_prompt_and_stops_gracefully_on_sigterm(tmp_path: Pat
 
 
 async def _serve_and_stop(emu, tmp_path: Path) -> None:
-    env = BotProcess(emu, tmp_path).env()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.cli",
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output = bytearray()
-
-    async def drain() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(4096):
-            output.extend(chunk)
-
-    reader = asyncio.create_task(drain())
+    bot = BotProcess(emu, tmp_path)
     try:
-        await emu.wait_until_connected(timeout=180)
-        await emu.wait_for(lambda: emu.find_command("imagine", emu.guild.id), 30, "synced commands")
+        await bot.start(timeout=180)  # connected, commands synced, start-up recovery done
         iid = await emu.send_slash("imagine", {"prompt": "a windmill --count 1"})
         await emu.wait_for(
             lambda: (m := emu.original_message(iid)) and m.attachments and m.custom_ids() and m,
             180,
             "the result",
         )
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert await bot.stop() == 0, bot.log()[-3000:]
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        await reader
-    log = output.decode(errors="replace")
+        bot.kill()
+        await bot.wait_dead()
+    log = bot.log()
     assert "stopping" in log
     assert emu.token not in log, "the bot token must never reach the log"
     assert emu.interaction(iid).token not in log, "nor an interaction token"
