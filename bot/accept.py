@@ -11,7 +11,7 @@ Order for every interaction that can become a job (/imagine, a button, the remix
 
 A refusal at 1 or 2 is the interaction's answer (ephemeral), so nothing needs recording. From 4
 on, the row stays until the job row replaces it (``Store.add_job``) or the user was told why not
-(``Actions.reply_error``). At start-up ``recover`` replays every row left by a crash through
+(``bot/replies.py`` ``reply_error``). At start-up ``recover`` replays every row left by a crash through
 the same code path (without a second ack), so each becomes a job and is delivered, or the user
 is told why not. Delivery is still claimed through ``mark_delivered``: exactly once.
 
@@ -29,12 +29,16 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.replies import BANNED, GENERIC_ERROR, NO_WORKER, reply_error
+from bot.views import DYNAMIC_ITEMS, handle_modal_submit
 from generation.admission import RateLimiter
 from generation.errors import UserInputError
 from generation.store import AcceptedInteraction
 
 if TYPE_CHECKING:
-    from bot.actions import Actions
+    from bot.client import ImagineBot
+    from bot.services import Services
+    from bot.settings_store import GuildSettingsStore
     from generation.store import Store
 
 log = logging.getLogger(__name__)
@@ -94,11 +98,12 @@ class AcceptJournal:
 class Acceptor:
     """Rate limit, cap reservation, durable record and ack, in that order; and recovery."""
 
-    def __init__(self, actions: Actions) -> None:
-        self.actions = actions
-        self.store = actions.store
-        self.journal = AcceptJournal(actions.store)
-        limits = actions.settings.discord
+    def __init__(self, services: Services, guild_settings: GuildSettingsStore) -> None:
+        self.services = services
+        self.store = services.store
+        self.guild_settings = guild_settings
+        self.journal = AcceptJournal(services.store)
+        limits = services.settings.discord
         self.presses = RateLimiter(limits.press_limit, limits.press_window_s)
         self._told = RateLimiter(1, limits.press_window_s)  # one notice per window
         self.raw: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -118,9 +123,9 @@ class Acceptor:
     ) -> None:
         """Make the promise: raises ``UserInputError`` (nothing recorded) when refused."""
         extras = interaction.extras
-        worker = self.actions.services.worker
+        worker = self.services.worker
         if worker is None:
-            raise UserInputError("the image worker is not running; ask an admin to check the bot")
+            raise UserInputError(NO_WORKER)
         user_id = interaction.user.id
         if extras.get("accepted"):
             # A modal that goes on as a button press (one interaction, one promise), or one
@@ -162,9 +167,9 @@ class Acceptor:
         self, interaction: discord.Interaction, worker: Any, user_id: int, ephemeral: bool
     ) -> None:
         extras = interaction.extras
-        guild = await self.actions.guild_settings.get(interaction.guild_id)
+        guild = await self.guild_settings.get(interaction.guild_id)
         if user_id in guild.banned_user_ids:  # the clearer reason comes first
-            raise UserInputError("you are banned from using this bot on this server")
+            raise UserInputError(BANNED)
         reservation = worker.admission.reserve(user_id, guild.cap_for(user_id))
         extras["reservation"] = reservation
         try:
@@ -219,11 +224,11 @@ class Acceptor:
 
     async def reserve(self, actor: Any) -> None:
         """A cap slot for work that is not an interaction (a reaction shortcut)."""
-        worker = self.actions.services.worker
+        worker = self.services.worker
         if worker is None:
-            raise UserInputError("the image worker is not running; ask an admin to check the bot")
+            raise UserInputError(NO_WORKER)
         user_id = actor.user.id
-        guild = await self.actions.guild_settings.get(actor.guild_id)
+        guild = await self.guild_settings.get(actor.guild_id)
         actor.extras["reservation"] = worker.admission.reserve(user_id, guild.cap_for(user_id))
 
     async def answered(self, interaction: Any) -> None:
@@ -247,7 +252,7 @@ class Acceptor:
 
     # --- start-up recovery ------------------------------------------------------------------
 
-    async def recover(self, client: discord.Client) -> int:
+    async def recover(self, client: ImagineBot) -> int:
         """Finish every interaction a crash left between its ack and its job; returns how many."""
         rows = [r for r in await self.store.accepted_interactions() if r.id not in self._live]
         for row in rows:
@@ -259,20 +264,21 @@ class Acceptor:
             log.info("recovered %d interactions acknowledged before the restart", len(rows))
         return len(rows)
 
-    async def _recover_one(self, client: discord.Client, row: AcceptedInteraction) -> None:
+    async def _recover_one(self, client: ImagineBot, row: AcceptedInteraction) -> None:
         if await self.store.job_for_interaction(row.id) is not None:
             await self.store.forget_accepted(row.id)  # crashed between the job and the cleanup
             return
         interaction = rebuild_interaction(client, row)
         if row.attempts > MAX_REPLAYS:
-            await self.actions.reply_error(
+            await reply_error(
                 interaction,
                 "your request could not be processed (the bot stopped while handling it "
                 f"{row.attempts - 1} times); please try again",
+                self,
             )
             return
         log.info("replaying interaction %s acknowledged before the restart", row.id)
-        await replay(self.actions, interaction)
+        await replay(client, interaction)
 
 
 def rebuild_interaction(client: discord.Client, row: AcceptedInteraction) -> discord.Interaction:
@@ -292,16 +298,14 @@ def rebuild_interaction(client: discord.Client, row: AcceptedInteraction) -> dis
     return interaction
 
 
-async def replay(actions: Actions, interaction: discord.Interaction) -> None:
+async def replay(client: ImagineBot, interaction: discord.Interaction) -> None:
     """Run an interaction through the action it asked for, as when it first arrived."""
-    from bot.views import DYNAMIC_ITEMS, GENERIC_ERROR, handle_modal_submit
-
     data: dict[str, Any] = dict(interaction.data or {})
     try:
         if interaction.type == discord.InteractionType.application_command:
             if data.get("name") != "imagine":
                 raise UserInputError(f"/{data.get('name')} cannot be resumed after a restart")
-            await actions.imagine(interaction, **_imagine_options(interaction, data))
+            await client.submitter.imagine(interaction, **_imagine_options(interaction, data))
         elif interaction.type == discord.InteractionType.modal_submit:
             if not await handle_modal_submit(interaction):
                 raise UserInputError("this form cannot be resumed after a restart")
@@ -318,10 +322,10 @@ async def replay(actions: Actions, interaction: discord.Interaction) -> None:
         else:
             raise UserInputError("this request cannot be resumed after a restart")
     except UserInputError as exc:
-        await actions.reply_error(interaction, str(exc))
+        await reply_error(interaction, str(exc), client.acceptor)
     except Exception:
         log.exception("replaying interaction %s failed", interaction.id)
-        await actions.reply_error(interaction, GENERIC_ERROR)
+        await reply_error(interaction, GENERIC_ERROR, client.acceptor)
 
 
 def _imagine_options(interaction: discord.Interaction, data: dict[str, Any]) -> dict[str, Any]:

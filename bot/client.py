@@ -1,5 +1,6 @@
-"""The discord.py client: cogs, persistent buttons, the app-command error handler, and a way to
-start and stop it in-process (tests run it against the loopback emulator, then start a new one
+"""The discord.py client: the parts every cog shares (settings stores, acceptance, submit,
+delivery, progress, the worker's listener), cogs, persistent buttons, the app-command error
+handler, and a way to start and stop it in-process (tests run it against the loopback emulator, then start a new one
 on the same store to prove that nothing is lost across a restart).
 """
 
@@ -8,15 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from generation import metrics
+from bot.accept import Acceptor
+from bot.delivery import Delivery
+from bot.info import EnergyMeter, count_images
+from bot.listener import ResultListener
+from bot.progress import ProgressEditor
+from bot.replies import GENERIC_ERROR, reply_error
+from bot.settings_store import GuildSettingsStore, UserSettingsStore
+from bot.submit import Submitter
+from bot.views import DYNAMIC_ITEMS
+from generation import metrics, retention
+from generation.admission import RateLimiter
 from generation.errors import UserInputError
 
 if TYPE_CHECKING:
@@ -46,7 +56,8 @@ def intents() -> discord.Intents:
 
 
 class ImagineBot(commands.Bot):
-    """The bot. ``services`` holds the store, engine, worker and moderation it works with."""
+    """The bot. ``services`` holds the store, engine, worker and moderation it works with; the
+    attributes made here are what the cogs share."""
 
     def __init__(self, services: Services, *, sync_commands: bool = True) -> None:
         super().__init__(
@@ -59,23 +70,43 @@ class ImagineBot(commands.Bot):
         metrics.watch_gateway(self)  # /healthz follows the gateway connection
         self.services = services
         self.sync_commands = sync_commands
-        from bot.actions import Actions
-
-        self.actions = Actions(self, services)
-        self.actions.acceptor.attach(self)  # raw interaction payloads, recorded before the ack
+        settings = services.settings
+        self.user_settings = UserSettingsStore(services.store)
+        self.guild_settings = GuildSettingsStore(services.store)
+        self.acceptor = Acceptor(services, self.guild_settings)  # rate limit, cap, record, ack
+        self.acceptor.attach(self)  # raw interaction payloads, recorded before the ack
+        self.submitter = Submitter(
+            self,
+            services,
+            acceptor=self.acceptor,
+            guild_settings=self.guild_settings,
+            user_settings=self.user_settings,
+        )
+        self.delivery = Delivery(
+            self,
+            services.store,
+            attempts=settings.discord.delivery_attempts,
+            backoff_s=settings.discord.delivery_backoff_s,
+        )
+        self.progress = ProgressEditor(self, settings.discord.progress_interval_s)
+        self.listener = ResultListener(services.store, settings, self.delivery, self.progress)
+        self.lookups = RateLimiter(settings.discord.lookups_per_minute, 60.0)  # /provenance
+        self.energy = EnergyMeter()
         self.tree.on_error = self.on_app_command_error
         self.runner_task: asyncio.Task[None] | None = None
         self.background: list[asyncio.Task[None]] = []  # e.g. the retention sweep
 
     async def setup_hook(self) -> None:
-        from bot.views import DYNAMIC_ITEMS
-
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         for name in COGS:
             await self.load_extension(name)
         if self.sync_commands:
             await self.sync_app_commands()
-        await self.actions.start()
+        self.energy.start_images = await count_images(self.services.store)
+        await self.user_settings.preload()
+        worker = self.services.worker
+        if worker is not None:
+            worker.listener = self.listener  # it then re-offers undelivered jobs to us
 
     async def sync_app_commands(self) -> None:
         """Dev guilds get the commands instantly; global sync can take up to an hour to show."""
@@ -92,7 +123,7 @@ class ImagineBot(commands.Bot):
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.actions.stop()
+            await self.progress.close()
         await super().close()
 
     async def on_app_command_error(
@@ -110,8 +141,8 @@ class ImagineBot(commands.Bot):
                 interaction.command and interaction.command.qualified_name,
                 exc_info=original,
             )
-            message = "Something went wrong on our side; the error was logged for the admins."
-        await self.actions.reply_error(interaction, message)
+            message = GENERIC_ERROR
+        await reply_error(interaction, message, self.acceptor)
 
 
 async def start_bot(
@@ -153,9 +184,7 @@ async def start_bot(
     if start_worker and services.worker is not None:
         await services.worker.start()
         # Interactions acknowledged before a crash but never turned into a job: finish them.
-        await bot.actions.acceptor.recover(bot)
-    from generation import retention
-
+        await bot.acceptor.recover(bot)
     bot.background.append(
         asyncio.create_task(retention.run(services.store, settings), name="retention")
     )
@@ -178,18 +207,3 @@ async def stop_bot(bot: ImagineBot, *, finish_running: bool = True) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await runner
 
-
-def interaction_delivery(interaction: discord.Interaction, **extra: Any) -> dict[str, Any]:
-    """What delivery needs to answer through this interaction later, even after a restart."""
-    extras = getattr(interaction, "extras", None) or {}
-    data: dict[str, Any] = {
-        "application_id": interaction.application_id,
-        "token": interaction.token,
-        # Local clock (immune to skew in the snowflake); when it was first accepted, if replayed.
-        "created_at": extras.get("accepted_at") or time.time(),
-        "filesize_limit": interaction.filesize_limit,
-    }
-    if extras.get("accepted"):
-        data["interaction_id"] = interaction.id  # the job replaces its accepted record
-    data.update(extra)
-    return data

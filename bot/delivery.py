@@ -35,6 +35,7 @@ import aiohttp
 import discord
 from PIL import Image
 
+from bot.views import result_view
 from generation.jobs import ImageRecord, Job, JobStatus
 from generation.metrics import energy_text
 
@@ -52,6 +53,7 @@ INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
 UNKNOWN_MESSAGE = 10008
 CANNOT_DM = 50007
+MESSAGE_KEY = "bot.message:"  # kv: result message id -> job id (reaction shortcuts)
 
 
 class Undeliverable(Exception):
@@ -70,8 +72,8 @@ class EncodedFile:
 def fit_to_limit(path: str | Path, limit: int, *, stem: str | None = None) -> EncodedFile:
     """The file as it is when it fits, else re-encoded (WebP, JPEG, then smaller) to fit.
 
-    The invisible watermark survives WebP/JPEG at these qualities (see REFERENCE.md); the PNG's
-    metadata does not, which is why the store keeps the original.
+    The invisible watermark survives WebP/JPEG at these qualities (tests/test_watermark.py); the
+    PNG's metadata does not, which is why the store keeps the original.
     """
     path = Path(path)
     stem = stem or path.stem
@@ -215,25 +217,25 @@ class Delivery:
         self.attempts = max(1, attempts)
         self.backoff_s = backoff_s
         self._in_flight: set[str] = set()
-        if view_factory is None:
-            from bot.views import result_view as view_factory
-        self._view_factory = view_factory
+        self._view_factory = view_factory or result_view
 
-    async def deliver(self, job_id: str) -> bool:
-        """Deliver a finished job once; True if this call delivered it."""
+    async def deliver(self, job_id: str) -> discord.Message | None:
+        """Deliver a finished job once; the message this call made (None when it sent nothing:
+        delivered before, by another caller, cancelled, or refused by Discord)."""
         if job_id in self._in_flight:
-            return False
+            return None
         self._in_flight.add(job_id)
         try:
             job = await self.store.get_job(job_id)
             if job is None or job.delivered_at is not None or not job.status.finished:
-                return False
-            await self._deliver_with_retries(job)
-            return await self.store.mark_delivered(job.id)
+                return None
+            message = await self._deliver_with_retries(job)
+            claimed = await self.store.mark_delivered(job.id)
+            return message if claimed else None
         finally:
             self._in_flight.discard(job_id)
 
-    async def _deliver_with_retries(self, job: Job) -> None:
+    async def _deliver_with_retries(self, job: Job) -> discord.Message | None:
         tries = int(job.delivery.get("delivery_attempts") or 0)
         while True:
             try:
@@ -241,10 +243,12 @@ class Delivery:
                 if job.status == JobStatus.DONE:
                     message = await self._send_result(job)
                 elif job.status != JobStatus.CANCELLED:
-                    message = await self._send_text(job, failure_content(job), ephemeral=True)
+                    message = await self.send(
+                        job, failure_content(job), files=[], view=discord.utils.MISSING
+                    )
                 if message is not None:
                     await self.store.update_delivery(job.id, {"result_message_id": message.id})
-                return
+                return message
             except (discord.NotFound, discord.Forbidden, Undeliverable) as exc:
                 reason = _why(exc)
             except Exception as exc:  # noqa: BLE001 - anything else may pass on another try
@@ -252,7 +256,7 @@ class Delivery:
                     reason = f"Discord refused the message ({exc.status}: {exc.text})"
                     log.warning("job %s could not be delivered: %s", job.id, reason)
                     await self.store.update_delivery(job.id, {"failed": reason})
-                    return
+                    return None
                 if not _transient(exc):
                     log.exception("job %s: delivery failed", job.id)
                 tries += 1
@@ -277,7 +281,7 @@ class Delivery:
                 )
             log.warning("job %s could not be delivered: %s", job.id, reason)
             await self.store.update_delivery(job.id, {"failed": reason})
-            return
+            return None
 
     async def _tell(self, job: Job, text: str) -> None:
         """Best effort, one try: a short text may pass where the result did not."""
@@ -299,11 +303,6 @@ class Delivery:
             else discord.utils.MISSING
         )
         return await self.send(job, content, files=files, view=view)
-
-    async def _send_text(
-        self, job: Job, content: str, *, ephemeral: bool
-    ) -> discord.Message | None:
-        return await self.send(job, content, files=[], view=discord.utils.MISSING)
 
     async def send(
         self, job: Job, content: str, *, files: list[EncodedFile], view: Any
@@ -372,6 +371,15 @@ class Delivery:
             return await user.send(**kwargs)
         channel = self.client.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         return await channel.send(**kwargs)
+
+
+async def remember_result_message(store: Store, message_id: int, job_id: str) -> None:
+    """Reactions on a result message find their job by the message's id."""
+    await store.set_value(f"{MESSAGE_KEY}{message_id}", job_id)
+
+
+async def job_for_message(store: Store, message_id: int) -> str | None:
+    return await store.get_value(f"{MESSAGE_KEY}{message_id}")
 
 
 def _message_kwargs(job: Job, content: str, files: list[EncodedFile], view: Any) -> dict[str, Any]:

@@ -8,14 +8,18 @@ themselves live in ``moderation/`` and are not repeated here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import discord
 
 from bot.progress import preview_png
 from moderation import audit
 from moderation.decision import Decision, combine
-from moderation.deepfake import check_output
+from moderation.deepfake import check_output, check_request
 from moderation.policy import Policy, load_policy
+from moderation.prompt_gate import check_prompt
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -23,6 +27,8 @@ if TYPE_CHECKING:
     from generation.config import Settings
     from generation.jobs import Job
     from generation.store import Store
+
+log = logging.getLogger(__name__)
 
 
 async def policy_for(
@@ -47,9 +53,6 @@ async def check(
     ``negative`` (``--no``, the option, a remix's) is gated too: it is shown in the public
     result message, so a word refused in the prompt must not get through after ``--no``.
     """
-    from moderation.deepfake import check_request
-    from moderation.prompt_gate import check_prompt
-
     policy = await policy_for(store, settings, guild_id, channel_id)
     decision = check_prompt(prompt, policy, nsfw_channel=nsfw_channel)
     if negative and negative.strip() and not decision.blocked:
@@ -82,6 +85,34 @@ async def record(
         stage=stage,
         decision=decision,
     )
+
+
+async def post_to_mod_log(
+    client: discord.Client,
+    log_channel_id: int | None,
+    interaction: discord.Interaction,
+    prompt: str,
+    decision: Decision,
+) -> None:
+    """Tell the server's moderators about a blocked prompt, in the channel they chose (if any).
+    Best effort: a missing permission there must not turn the refusal into an error."""
+    if not log_channel_id:
+        return
+    channel = client.get_partial_messageable(log_channel_id, guild_id=interaction.guild_id)
+    embed = discord.Embed(
+        title="Prompt blocked", description=prompt[:1000], colour=discord.Colour.red()
+    )
+    embed.add_field(name="User", value=f"<@{interaction.user.id}>")
+    embed.add_field(name="Channel", value=f"<#{interaction.channel_id}>")
+    embed.add_field(name="Reason", value=decision.reason[:1000] or "-", inline=False)
+    if decision.categories:
+        embed.add_field(name="Categories", value=", ".join(decision.categories)[:1000])
+    try:
+        await channel.send(embed=embed, allowed_mentions=discord.AllowedMentions.none())
+    except discord.HTTPException as exc:
+        log.warning(
+            "cannot post to the moderation-log channel %s: %s", log_channel_id, exc.status
+        )
 
 
 def checked_preview(job: Job, image: Image.Image, policy: Policy) -> bytes | None:

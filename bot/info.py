@@ -10,21 +10,29 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.access import require_access
-from bot.delivery import DEFAULT_UPLOAD_LIMIT, choose_files, result_content
-from bot.progress import _duration
+from bot.delivery import (
+    DEFAULT_UPLOAD_LIMIT,
+    choose_files,
+    remember_result_message,
+    result_content,
+)
+from bot.progress import duration_text
+from bot.replies import defer_thinking, reply_error
 from bot.views import result_view
+from generation import metrics
 from generation.errors import UserInputError
 from generation.jobs import JobStatus
 
 if TYPE_CHECKING:
-    from bot.actions import Actions
+    from bot.accept import Acceptor
+    from generation.store import Store
 
 log = logging.getLogger(__name__)
 
 
-async def queue_text(actions: Actions, user_id: int) -> str:
-    worker = actions.services.worker
-    mine = await actions.store.jobs_for_user(
+async def queue_report(store: Store, worker: Any, user_id: int) -> str:
+    """/queue: the queue's length and where each of the user's own jobs stands."""
+    mine = await store.jobs_for_user(
         user_id, statuses=[JobStatus.QUEUED, JobStatus.RUNNING], limit=25
     )
     estimates = worker.estimates(only=[j.id for j in mine]) if worker is not None else {}
@@ -37,18 +45,18 @@ async def queue_text(actions: Actions, user_id: int) -> str:
         if job.status == JobStatus.RUNNING:
             where = "running now"
         elif (est := estimates.get(job.id)) is not None:
-            where = f"position {est.position}, starts in about {_duration(est.eta_s)}"
+            where = f"position {est.position}, starts in about {duration_text(est.eta_s)}"
         else:
             where = "queued"
         lines.append(f"`{job.id}` {job.kind.value}: {where} \u2014 {prompt}")
     return "\n".join(lines)[:2000]
 
 
-async def show(actions: Actions, interaction: discord.Interaction, job_id: str) -> None:
+async def show(
+    store: Store, acceptor: Acceptor, interaction: discord.Interaction, job_id: str
+) -> None:
     """Post a finished result again, with working buttons (e.g. after it scrolled away)."""
-    from bot.actions import MESSAGE_KEY, defer_thinking
-
-    job = await actions.store.get_job(job_id.strip().lower())
+    job = await store.get_job(job_id.strip().lower())
     private = bool(job and job.delivery.get("private"))
     await defer_thinking(interaction, ephemeral=private)
     try:
@@ -57,8 +65,8 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
         if job.status != JobStatus.DONE:
             raise UserInputError(f"job {job.id} has no images ({job.status.value})")
         require_access(job, interaction)  # its own server only; age-restricted stays so
-        images = await actions.store.images_for_job(job.id)
-        parent = await actions.store.get_job(job.parent_job_id) if job.parent_job_id else None
+        images = await store.images_for_job(job.id)
+        parent = await store.get_job(job.parent_job_id) if job.parent_job_id else None
         limit = interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
         files = await asyncio.to_thread(choose_files, job, images, limit)
         shown = [img for img in images if not img.blocked]
@@ -70,9 +78,9 @@ async def show(actions: Actions, interaction: discord.Interaction, job_id: str) 
         if shown:
             kwargs["view"] = result_view(job.id, len(shown), kind=job.kind.value)
         message = await interaction.edit_original_response(**kwargs)
-        await actions.store.set_value(f"{MESSAGE_KEY}{message.id}", job.id)
+        await remember_result_message(store, message.id, job.id)
     except UserInputError as exc:
-        await actions.refuse(interaction, str(exc))
+        await reply_error(interaction, str(exc), acceptor)
 
 
 class EnergyMeter:
@@ -100,26 +108,23 @@ class EnergyMeter:
         return "CPU (no GPU)"
 
     def wh_per_image(self, images_now: int) -> float | None:
-        from generation import metrics
-
         return metrics.gpu_energy.wh_per_image()
 
 
-async def count_images(actions: Actions, guild_id: int | None = None) -> int:
+async def count_images(store: Store, guild_id: int | None = None) -> int:
     if guild_id is None:
         sql, args = "SELECT COUNT(*) FROM images", ()
     else:
         sql = "SELECT COUNT(*) FROM images JOIN jobs ON jobs.id = images.job_id WHERE jobs.guild_id = ?"
         args = (guild_id,)
-    async with actions.store.db.execute(sql, args) as cur:
+    async with store.db.execute(sql, args) as cur:
         return int((await cur.fetchone())[0])
 
 
-async def stats_text(actions: Actions, guild_id: int | None) -> str:
-    meter: EnergyMeter = actions.energy
-    total = await count_images(actions)
-    here = await count_images(actions, guild_id) if guild_id is not None else total
-    worker = actions.services.worker
+async def stats_text(store: Store, worker: Any, meter: EnergyMeter, guild_id: int | None) -> str:
+    """/stats: images made here and in all, the queue, the GPU and its energy per image."""
+    total = await count_images(store)
+    here = await count_images(store, guild_id) if guild_id is not None else total
     queued = len(worker.scheduler) if worker is not None else 0
     wh = meter.wh_per_image(total)
     energy = (

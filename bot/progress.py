@@ -71,11 +71,11 @@ def progress_text(step: int, total: int) -> str:
 def queue_text(position: int | None, eta_s: float | None) -> str:
     if position is None:
         return "Queued."
-    eta = f", about {_duration(eta_s)}" if eta_s is not None else ""
+    eta = f", about {duration_text(eta_s)}" if eta_s is not None else ""
     return f"Queued: position {position}{eta}."
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
     if seconds < 60:
         return f"{max(1, round(seconds))} s"
     return f"{round(seconds / 60)} min"

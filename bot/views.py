@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.replies import GENERIC_ERROR, reply_error
+
 if TYPE_CHECKING:
     from bot.client import ImagineBot
 
@@ -51,25 +53,21 @@ def delete_id(job_id: str) -> str:
     return f"ib:d:{job_id}"  # JobButton("d", ...)
 
 
-def _actions(interaction: discord.Interaction[Any]) -> Any:
-    client: ImagineBot = interaction.client  # type: ignore[assignment]
-    return client.actions
-
-
-GENERIC_ERROR = "Something went wrong on our side; the error was logged for the admins."
+HANDLER_COG = "Imagine"  # the cog whose methods answer presses (bot/cogs/imagine.py)
 
 
 async def _run(
     interaction: discord.Interaction[Any], action: str, *args: Any, **kwargs: Any
 ) -> None:
-    """Run an action for a press; an unexpected error still gets the user an answer."""
-    actions = _actions(interaction)
+    """Run the imagine cog's handler for a press, found by name so that buttons need not import
+    the cog; an unexpected error still gets the user an answer."""
+    client: ImagineBot = interaction.client  # type: ignore[assignment]
     try:
-        await getattr(actions, action)(interaction, *args, **kwargs)
+        await getattr(client.get_cog(HANDLER_COG), action)(interaction, *args, **kwargs)
     except Exception:
         custom_id = (interaction.data or {}).get("custom_id")
         log.exception("component %s failed", custom_id)
-        await actions.reply_error(interaction, GENERIC_ERROR)
+        await reply_error(interaction, GENERIC_ERROR, client.acceptor)
 
 
 class UpscaleButton(
@@ -133,7 +131,7 @@ class _JobAction:
     label: str | None
     emoji: str
     style: discord.ButtonStyle
-    action: tuple[str, ...]  # the ``Actions`` method, then its arguments after the job id
+    action: tuple[str, ...]  # the handler's method, then its arguments after the job id
 
 
 # Buttons about a whole job: alike but for their letter, look and action.

@@ -31,22 +31,22 @@ def _results(emu: Any, iid: int) -> int:
 
 async def _acked_then_died(h: Harness, prompt: str, monkeypatch) -> int:
     """A /imagine whose handler dies (as in a crash) right after its ack."""
-    actions = h.bot.actions
+    submitter, acceptor = h.bot.submitter, h.bot.acceptor
 
     def die(*args: Any, **kwargs: Any) -> Any:
         raise asyncio.CancelledError  # no refusal, no job: what a kill leaves behind
 
-    monkeypatch.setattr(actions, "_merge_options", die)
+    monkeypatch.setattr(submitter, "_merge_options", die)
     iid = await h.imagine(prompt)
     await h.emu.wait_for_response(iid)
-    await h.emu.wait_for(lambda: iid in actions.acceptor._live, 10, "recorded")
+    await h.emu.wait_for(lambda: iid in acceptor._live, 10, "recorded")
     monkeypatch.undo()
-    actions.acceptor._live.clear()  # as seen by the next process
+    acceptor._live.clear()  # as seen by the next process
     return iid
 
 
 async def test_an_interaction_acked_before_a_crash_is_replayed_once(h: Harness, monkeypatch):
-    emu, acceptor = h.emu, h.bot.actions.acceptor
+    emu, acceptor = h.emu, h.bot.acceptor
     iid = await _acked_then_died(h, "a lighthouse --count 1", monkeypatch)
     assert [r.id for r in await h.store.accepted_interactions()] == [iid]
     assert await acceptor.recover(h.bot) == 1
@@ -65,7 +65,7 @@ async def test_an_interaction_acked_before_a_crash_is_replayed_once(h: Harness, 
 
 
 async def test_an_interaction_that_keeps_crashing_the_bot_is_given_up(h: Harness, monkeypatch):
-    emu, acceptor = h.emu, h.bot.actions.acceptor
+    emu, acceptor = h.emu, h.bot.acceptor
     iid = await _acked_then_died(h, "a lighthouse --count 1", monkeypatch)
     await h.store.db.execute("UPDATE accepted SET attempts = ?", (MAX_REPLAYS,))
     await acceptor.recover(h.bot)

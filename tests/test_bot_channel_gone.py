@@ -121,7 +121,7 @@ async def test_results_for_a_deleted_channel_reach_their_users_by_dm(paused: Har
         assert "gone" in done.delivery["rerouted"] and "failed" not in done.delivery
         # Exactly once: the claim is taken, and another delivery attempt sends nothing.
         assert not await paused.store.mark_delivered(job.id)
-        assert not await bot.actions.delivery.deliver(job.id)
+        assert not await bot.delivery.deliver(job.id)
         assert len(_dms(emu, user)) == 1
 
     # The buttons work in the DM: a variation of Alice's image 1 comes back there.

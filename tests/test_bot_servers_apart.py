@@ -143,7 +143,7 @@ async def test_a_policy_edit_keeps_the_instance_settings(two: Harness) -> None:
 
 async def test_provenance_lookups_are_rate_limited_per_user(two: Harness) -> None:
     h, emu = two, two.emu
-    h.bot.actions.lookups = RateLimiter(1, 60.0)  # discord.lookups_per_minute = 1
+    h.bot.lookups = RateLimiter(1, 60.0)  # discord.lookups_per_minute = 1
     png = emu.upload("x.png", b"\x89PNG\r\n\x1a\n not really")
     first = await emu.send_slash(
         "provenance", {"image": png}, user=emu.carl, channel=emu.other_general

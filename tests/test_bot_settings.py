@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.guild_settings import GuildSettingsStore
-from bot.user_settings import UserDefaults, UserSettingsStore
+from bot.settings_store import GuildSettingsStore, UserDefaults, UserSettingsStore
 from generation.errors import UserInputError
 from generation.store import Store
 

@@ -15,9 +15,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import is_moderator
+from bot.gate import policy_for
+from bot.replies import defer_thinking, reply_error
+from bot.uploads import download_upload
 from generation.errors import UserInputError
 from moderation import audit
 from moderation.policy import FIELDS, Policy, channel_overrides, update_policy
+from moderation.provenance import format_lookup, lookup
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -53,7 +57,7 @@ class PolicyGroup(
 
     @property
     def guild_settings(self) -> Any:
-        return self.bot.actions.guild_settings
+        return self.bot.guild_settings
 
     async def _answer(self, interaction: discord.Interaction, text: str) -> None:
         await interaction.response.send_message(text[:2000], ephemeral=True)
@@ -82,8 +86,6 @@ class PolicyGroup(
     async def show(
         self, interaction: discord.Interaction, channel: discord.TextChannel | None = None
     ) -> None:
-        from bot.gate import policy_for
-
         channel_id = channel.id if channel else None
         policy = await policy_for(
             self.store, self.bot.services.settings, interaction.guild_id, channel_id
@@ -124,8 +126,6 @@ class PolicyGroup(
     async def _edit_list(
         self, interaction: discord.Interaction, field: str, term: str, add: bool
     ) -> None:
-        from bot.gate import policy_for
-
         policy = await policy_for(
             self.store, self.bot.services.settings, interaction.guild_id, None
         )
@@ -237,7 +237,53 @@ class PolicyCog(commands.Cog):
     @app_commands.command(name="provenance", description="Who made this image? (watermark look-up)")
     @app_commands.describe(image="An image made by this bot")
     async def provenance(self, interaction: discord.Interaction, image: discord.Attachment) -> None:
-        await self.bot.actions.provenance(interaction, image)
+        """ "Who made this?": watermark, file hash or metadata, looked up in this store."""
+        await defer_thinking(interaction, ephemeral=True)
+        try:
+            self.bot.lookups.check(interaction.user.id, "provenance lookups")
+            settings = self.bot.services.settings
+            data = await download_upload(image, settings, what="the image")
+            result = await lookup(self.bot.services.store, data)
+        except UserInputError as exc:
+            await reply_error(interaction, str(exc), self.bot.acceptor)
+            return
+        text = await self._provenance_text(interaction, result)
+        await interaction.edit_original_response(
+            content=text[:2000], allowed_mentions=discord.AllowedMentions.none()
+        )
+
+    async def _provenance_text(self, interaction: discord.Interaction, result: Any) -> str:
+        """As much as the caller may know: the full report to the job's author and to moderators
+        of the job's own server (a private job's prompt to its author only); a member of the
+        same server gets who made it; anyone else only that this bot made it, elsewhere."""
+        job = result.job
+        if job is None:
+            return (
+                "No image made by this bot matches (no watermark, hash or metadata match).\n"
+                + format_lookup(result)
+            )
+        if result.matched_by == "metadata":
+            # Anyone can write a PNG text chunk: it proves nothing, so it names nobody.
+            return (
+                "This file's metadata claims it was made with this bot, but neither its hash "
+                "nor a watermark confirms it; metadata can be forged, so nobody is named."
+            )
+        stored = await self.bot.services.store.get_job(job["id"])
+        private = bool(stored and stored.delivery.get("private"))
+        author = job["user_id"] == interaction.user.id
+        same_server = interaction.guild_id is not None and job.get("guild_id") == interaction.guild_id
+        when = job.get("created_at_utc", "?")
+        if author or (same_server and is_moderator(interaction) and not private):
+            return format_lookup(result)
+        if same_server:
+            text = (
+                f"Made with this bot by <@{job['user_id']}> (job `{job['id']}`, {job['kind']}, "
+                f"{when}), matched by {result.matched_by}."
+            )
+            if not private:
+                text += f"\nprompt: {(job.get('params') or {}).get('prompt', '?')}"
+            return text
+        return f"Made with this bot, in another server, on {when} (matched by {result.matched_by})."
 
 
 def _value(value: Any) -> str:

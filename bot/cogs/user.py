@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import info
 from bot.cogs.imagine import ASPECT_CHOICES, STYLE_CHOICES
 from bot.params import known_parameters
+from generation.errors import UserInputError
+from generation.jobs import JobStatus
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
@@ -32,21 +35,46 @@ server restricts it. Reactions work too: \N{CLOCKWISE RIGHTWARDS AND LEFTWARDS O
 class UserCog(commands.Cog):
     def __init__(self, bot: ImagineBot) -> None:
         self.bot = bot
+        self.store = bot.services.store
 
     @app_commands.command(
         name="queue", description="Your jobs, their positions and the queue length"
     )
     async def queue(self, interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
-            await self.bot.actions.queue_text(interaction.user.id), ephemeral=True
+            await info.queue_report(self.store, self.bot.services.worker, interaction.user.id),
+            ephemeral=True,
         )
 
     @app_commands.command(name="cancel", description="Cancel a queued or running job")
     @app_commands.describe(job="Job id (default: your newest job)")
     async def cancel(self, interaction: discord.Interaction, job: str | None = None) -> None:
         await interaction.response.send_message(
-            await self.bot.actions.cancel(interaction, job), ephemeral=True
+            await self._cancel(interaction, job), ephemeral=True
         )
+
+    async def _cancel(self, interaction: discord.Interaction, job_id: str | None) -> str:
+        worker = self.bot.services.worker
+        if job_id is None:
+            mine = await self.store.jobs_for_user(
+                interaction.user.id, statuses=[JobStatus.QUEUED, JobStatus.RUNNING], limit=1
+            )
+            if not mine:
+                return "you have no queued or running jobs"
+            job_id = mine[0].id
+        job_id = job_id.strip().lower()
+        try:
+            cancelled = await worker.cancel(job_id, user_id=interaction.user.id)
+        except UserInputError as exc:
+            return str(exc)
+        if not cancelled:
+            return f"job `{job_id}` is already finished (or being saved) and cannot be cancelled"
+        job = await self.store.get_job(job_id)
+        if job is not None:
+            progress = self.bot.progress
+            await progress.settle(job_id)
+            progress.update(job, f"Cancelled by <@{interaction.user.id}>.", force=True)
+        return f"job `{job_id}` cancelled"
 
     @app_commands.command(name="settings", description="Your defaults for /imagine")
     @app_commands.describe(
@@ -61,10 +89,25 @@ class UserCog(commands.Cog):
         style: str | None = None,
     ) -> None:
         await interaction.response.send_message(
-            await self.bot.actions.update_user_settings(
+            await self._update_settings(
                 interaction.user.id, aspect_ratio=aspect_ratio, private=private, style=style
             ),
             ephemeral=True,
+        )
+
+    async def _update_settings(self, user_id: int, **changes: Any) -> str:
+        """Options given change the defaults; the answer shows them all."""
+        user_settings = self.bot.user_settings
+        updates = {k: v for k, v in changes.items() if v is not None}
+        if updates:
+            current = await user_settings.update(user_id, **updates)
+        else:
+            current = await user_settings.get(user_id)
+        return (
+            f"Your defaults: aspect ratio **{current.aspect_ratio or 'model default'}**, "
+            f"private replies **{'on' if current.private else 'off'}**, "
+            f"style **{current.style or 'none'}**."
+            + ("" if updates else " Set them with the options of /settings.")
         )
 
     @app_commands.command(
@@ -72,7 +115,7 @@ class UserCog(commands.Cog):
     )
     @app_commands.describe(job="Job id (shown under every result)")
     async def show(self, interaction: discord.Interaction, job: str) -> None:
-        await self.bot.actions.show(interaction, job)
+        await info.show(self.store, self.bot.acceptor, interaction, job)
 
     @app_commands.command(name="help", description="How to use imagine-bot")
     async def help(self, interaction: discord.Interaction) -> None:
@@ -83,7 +126,10 @@ class UserCog(commands.Cog):
     @app_commands.command(name="stats", description="Images made, the queue, the GPU and energy")
     async def stats(self, interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
-            await self.bot.actions.stats_text(interaction.guild_id), ephemeral=True
+            await info.stats_text(
+                self.store, self.bot.services.worker, self.bot.energy, interaction.guild_id
+            ),
+            ephemeral=True,
         )
 
 
