@@ -6,7 +6,7 @@ handed to a second bot after a restart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from generation.config import Settings
@@ -19,4 +19,3 @@ class Services:
     store: Store
     engine: Any  # generation.engine.Engine
     worker: Any = None  # generation.worker.Worker; the bot registers itself as its listener
-    extra: dict[str, Any] = field(default_factory=dict)
