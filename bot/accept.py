@@ -11,9 +11,9 @@ Order for every interaction that can become a job (/imagine, a button, the remix
 
 A refusal at 1 or 2 is the interaction's answer (ephemeral), so nothing needs recording. From 4
 on, the row stays until the job row replaces it (``Store.add_job``) or the user was told why not
-(``bot/replies.py`` ``reply_error``). At start-up ``recover`` replays every row left by a crash through
-the same code path (without a second ack), so each becomes a job and is delivered, or the user
-is told why not. Delivery is still claimed through ``mark_delivered``: exactly once.
+(``bot/replies.py`` ``reply_error``). At start-up ``recover`` replays every row left by a crash
+through the same code path (without a second ack), so each becomes a job and is delivered, or
+the user is told why not. Delivery is still claimed through ``mark_delivered``: exactly once.
 
 The raw payload comes from discord.py's INTERACTION_CREATE parser (``keep_raw_interactions``),
 the only place that sees it whole; a canary test checks that hook still exists.

@@ -1,7 +1,8 @@
 """The discord.py client: the parts every cog shares (settings stores, acceptance, submit,
 delivery, progress, the worker's listener), cogs, persistent buttons, the app-command error
-handler, and a way to start and stop it in-process (tests run it against the loopback emulator, then start a new one
-on the same store to prove that nothing is lost across a restart).
+handler, and a way to start and stop it in-process (tests run it against the loopback
+emulator, then start a new one on the same store to prove that nothing is lost across a
+restart).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from discord.ext import commands
 
 from bot.accept import Acceptor
 from bot.delivery import Delivery
-from bot.info import EnergyMeter, count_images
 from bot.listener import ResultListener
 from bot.progress import ProgressEditor
 from bot.replies import GENERIC_ERROR, reply_error
@@ -91,7 +91,6 @@ class ImagineBot(commands.Bot):
         self.progress = ProgressEditor(self, settings.discord.progress_interval_s)
         self.listener = ResultListener(services.store, settings, self.delivery, self.progress)
         self.lookups = RateLimiter(settings.discord.lookups_per_minute, 60.0)  # /provenance
-        self.energy = EnergyMeter()
         self.tree.on_error = self.on_app_command_error
         self.runner_task: asyncio.Task[None] | None = None
         self.background: list[asyncio.Task[None]] = []  # e.g. the retention sweep
@@ -102,7 +101,6 @@ class ImagineBot(commands.Bot):
             await self.load_extension(name)
         if self.sync_commands:
             await self.sync_app_commands()
-        self.energy.start_images = await count_images(self.services.store)
         await self.user_settings.preload()
         worker = self.services.worker
         if worker is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -83,50 +82,43 @@ async def show(
         await reply_error(interaction, str(exc), acceptor)
 
 
-class EnergyMeter:
-    """Energy per image from the GPU's own counter (NVML), where the hardware reports it.
+def gpu_name() -> str:
+    """The GPU the images are made on, for /stats; never raises."""
+    try:
+        import torch  # only when asked: the bot's own process may not need it loaded
 
-    ``generation.metrics.gpu_energy`` reads the counter around each GPU batch, so idle time
-    and other processes between batches are not charged to our images.
-    """
-
-    def __init__(self) -> None:
-        self.start_time = time.time()
-        self.start_images: int | None = None
-
-    @staticmethod
-    def gpu_name() -> str:
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                return torch.cuda.get_device_name(0)
-            if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-                return "Apple GPU (MPS)"
-        except Exception:  # noqa: BLE001 - stats must never fail
-            pass
-        return "CPU (no GPU)"
-
-    def wh_per_image(self, images_now: int) -> float | None:
-        return metrics.gpu_energy.wh_per_image()
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "Apple GPU (MPS)"
+    except Exception:  # noqa: BLE001 - stats must never fail
+        pass
+    return "CPU (no GPU)"
 
 
 async def count_images(store: Store, guild_id: int | None = None) -> int:
     if guild_id is None:
         sql, args = "SELECT COUNT(*) FROM images", ()
     else:
-        sql = "SELECT COUNT(*) FROM images JOIN jobs ON jobs.id = images.job_id WHERE jobs.guild_id = ?"
+        sql = (
+            "SELECT COUNT(*) FROM images JOIN jobs ON jobs.id = images.job_id "
+            "WHERE jobs.guild_id = ?"
+        )
         args = (guild_id,)
     async with store.db.execute(sql, args) as cur:
         return int((await cur.fetchone())[0])
 
 
-async def stats_text(store: Store, worker: Any, meter: EnergyMeter, guild_id: int | None) -> str:
-    """/stats: images made here and in all, the queue, the GPU and its energy per image."""
+async def stats_text(store: Store, worker: Any, guild_id: int | None) -> str:
+    """/stats: images made here and in all, the queue, the GPU and its energy per image.
+
+    The energy is the GPU's own counter (NVML) where the hardware has one, read around each
+    GPU batch (``generation.metrics.gpu_energy``), so idle time and other processes between
+    batches are not charged to our images."""
     total = await count_images(store)
     here = await count_images(store, guild_id) if guild_id is not None else total
     queued = len(worker.scheduler) if worker is not None else 0
-    wh = meter.wh_per_image(total)
+    wh = metrics.gpu_energy.wh_per_image()
     energy = (
         f"{wh:.3f} Wh per image (GPU counter, since start)"
         if wh is not None
@@ -135,6 +127,6 @@ async def stats_text(store: Store, worker: Any, meter: EnergyMeter, guild_id: in
     return (
         f"**Images made:** {here} on this server, {total} in all\n"
         f"**Queue:** {queued} waiting\n"
-        f"**GPU:** {meter.gpu_name()}\n"
+        f"**GPU:** {gpu_name()}\n"
         f"**Energy:** {energy}"
     )

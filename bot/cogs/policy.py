@@ -271,7 +271,8 @@ class PolicyCog(commands.Cog):
         stored = await self.bot.services.store.get_job(job["id"])
         private = bool(stored and stored.delivery.get("private"))
         author = job["user_id"] == interaction.user.id
-        same_server = interaction.guild_id is not None and job.get("guild_id") == interaction.guild_id
+        guild_id = interaction.guild_id
+        same_server = guild_id is not None and job.get("guild_id") == guild_id
         when = job.get("created_at_utc", "?")
         if author or (same_server and is_moderator(interaction) and not private):
             return format_lookup(result)

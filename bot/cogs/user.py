@@ -126,9 +126,7 @@ class UserCog(commands.Cog):
     @app_commands.command(name="stats", description="Images made, the queue, the GPU and energy")
     async def stats(self, interaction: discord.Interaction) -> None:
         await interaction.response.send_message(
-            await info.stats_text(
-                self.store, self.bot.services.worker, self.bot.energy, interaction.guild_id
-            ),
+            await info.stats_text(self.store, self.bot.services.worker, interaction.guild_id),
             ephemeral=True,
         )
 
