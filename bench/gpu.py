@@ -44,11 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.generation import SD15_UNET, random_pipeline  # noqa: E402
-from generation.config import Settings  # noqa: E402
+from generation.config import (
+    TINY_NAMES,  # noqa: E402
+    Settings,  # noqa: E402
+)
 from generation.engine import Engine, tile_layout  # noqa: E402
 from generation.loading import compile_unet, prepare, set_vae_dtype  # noqa: E402
 from generation.request import GenerationRequest  # noqa: E402
-from generation.tiny import TINY_NAMES, build_tiny  # noqa: E402
+from generation.tiny import build_tiny  # noqa: E402
 
 # SD 2.1 (and SD-Turbo, its distilled 512 px version): SD 1.5's layout with linear projections,
 # head sizes instead of head counts, and OpenCLIP ViT-H's text encoder (1024 wide, 23 layers).

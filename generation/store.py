@@ -573,15 +573,22 @@ class Store:
             )
 
 
+def has_sqlite_header(path: Path) -> bool:
+    """False when the file at ``path`` starts with something other than SQLite's header; an
+    empty file passes (SQLite makes it a database). Raises ``OSError`` when it cannot be read."""
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_MAGIC))
+    return not header or header == SQLITE_MAGIC
+
+
 def _check_sqlite_header(path: Path) -> None:
     if path.is_dir():
         raise StoreError(f"database path {path} is a folder; point data_dir elsewhere")
     try:
-        with path.open("rb") as fh:
-            header = fh.read(len(SQLITE_MAGIC))
+        sqlite_file = has_sqlite_header(path)
     except OSError as exc:
         raise StoreError(f"cannot read database {path}: {exc.strerror}") from None
-    if header and header != SQLITE_MAGIC:
+    if not sqlite_file:
         raise StoreError(
             f"database {path} is corrupt or not an SQLite file; it was left untouched. "
             "Move it aside and restart to create a new one, or restore a backup"

@@ -75,9 +75,7 @@ class NsfwDetector:
 
     @classmethod
     def default_path(cls) -> Path:
-        import nudenet
-
-        return cls.model_path or Path(nudenet.__file__).parent / "320n.onnx"
+        return cls.model_path or wheel_model_path()
 
     @classmethod
     def configure(cls, model_path: Path | None) -> None:
@@ -196,6 +194,13 @@ class NsfwDetector:
             }
             for i in np.asarray(kept, dtype=int).reshape(-1)
         ]
+
+
+def wheel_model_path() -> Path:
+    """The 320n.onnx that NudeNet's wheel ships (imports nudenet, so onnxruntime)."""
+    import nudenet
+
+    return Path(nudenet.__file__).parent / "320n.onnx"
 
 
 def _nudenet_labels() -> list[str]:
