@@ -25,6 +25,7 @@ from PIL import Image
 
 from generation.config import Settings
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
+from generation.grid import make_grid
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
 from generation.request import MAX_SEED, GenerationRequest, infotext, resolve
 
@@ -153,19 +154,6 @@ class _Throttled:
 def _due(progress: Callable[[ProgressEvent], None], step: int, total: int) -> bool:
     """Asked once per step, before building the step's events (their latents copy is the cost)."""
     return progress.due(step, total) if isinstance(progress, _Throttled) else True
-
-
-def make_grid(images: Sequence[Image.Image]) -> Image.Image:
-    """Tile images into a near-square grid (4 -> 2x2), like Midjourney's first reply."""
-    if len(images) == 1:
-        return images[0].copy()
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
-    for i, img in enumerate(images):
-        grid.paste(img, ((i % cols) * w, (i // cols) * h))
-    return grid
 
 
 def latents_preview(
