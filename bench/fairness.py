@@ -1,7 +1,7 @@
 """Drive the real fair-share scheduler with a simulated clock and measure how fair it is.
 
-    python bench/fairness.py bench/scenarios/heavy_vs_light.json
-    python bench/fairness.py --scale          # pick speed with 10,000 jobs from 1,000 users
+    python -m bench.fairness bench/scenarios/heavy_vs_light.json
+    python -m bench.fairness --scale          # pick speed with 10,000 jobs from 1,000 users
 
 A scenario is JSON: ``{"users": {name: {"guild": 1, "weight": 1.0, "light": false,
 "jobs": [{"at": 0, "cost": 2.0, "repeat": 50, "every": 0}]}}, "mode": "fair",
@@ -27,10 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generation.eta import CostModel, EtaEstimator  # noqa: E402
-from generation.scheduler import Entry, Scheduler  # noqa: E402
+from generation.eta import CostModel, EtaEstimator
+from generation.scheduler import Entry, Scheduler
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """How fast the engine makes images, and what batching and co-batching buy.
 
-    python bench/generation.py                         # tiny random model, CPU
-    python bench/generation.py --json                  # same, one JSON object on stdout
-    python bench/generation.py --device cuda --arch sd15 --steps 20
-    python bench/generation.py --device cuda --arch sdxl --steps 20
-    python bench/generation.py --device cuda --arch sd15 --steps 20 --compile
+    python -m bench.generation                         # tiny random model, CPU
+    python -m bench.generation --json                  # same, one JSON object on stdout
+    python -m bench.generation --device cuda --arch sd15 --steps 20
+    python -m bench.generation --device cuda --arch sdxl --steps 20
+    python -m bench.generation --device cuda --arch sd15 --steps 20 --compile
 
 Measured side by side in one run (the cases are interleaved, repeats take the median):
 
@@ -26,17 +26,14 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from generation.config import Settings  # noqa: E402
-from generation.engine import Engine  # noqa: E402
-from generation.loading import pick_device, pick_dtype, prepare  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
+from generation.config import Settings
+from generation.engine import Engine
+from generation.loading import pick_device, pick_dtype, prepare
+from generation.request import GenerationRequest
 
 SD_VAE = {
     "in_channels": 3,

@@ -1,8 +1,8 @@
 """The GPU benchmark: what our engine's settings, co-batching and the worker buy on a real GPU.
 
-    python bench/gpu.py                         # CUDA: SD 1.5, SD-Turbo (SD 2.1 shape), SDXL
-    python bench/gpu.py --archs sdxl --out /tmp/sdxl.json
-    python bench/gpu.py --quick                 # CPU: tiny SD and tiny SDXL, a few seconds (CI)
+    python -m bench.gpu                         # CUDA: SD 1.5, SD-Turbo (SD 2.1 shape), SDXL
+    python -m bench.gpu --archs sdxl --out /tmp/sdxl.json
+    python -m bench.gpu --quick                 # CPU: tiny SD and tiny SDXL, a few seconds (CI)
 
 No download and no internet: the real architectures are built from the configs written below
 (and in bench/generation.py) with random weights, which compute exactly as much as the trained
@@ -38,20 +38,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-# Run from anywhere: the repository root first, so bench/generation.py does not shadow the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.generation import SD15_UNET, random_pipeline  # noqa: E402
-from generation.config import (
-    TINY_NAMES,  # noqa: E402
-    Settings,  # noqa: E402
-)
-from generation.engine import Engine, tile_layout  # noqa: E402
-from generation.loading import compile_unet, prepare, set_vae_dtype  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from generation.tiny import build_tiny  # noqa: E402
+from bench.generation import SD15_UNET, random_pipeline
+from generation.config import TINY_NAMES, Settings
+from generation.engine import Engine, tile_layout
+from generation.loading import compile_unet, prepare, set_vae_dtype
+from generation.request import GenerationRequest
+from generation.tiny import build_tiny
 
 # SD 2.1 (and SD-Turbo, its distilled 512 px version): SD 1.5's layout with linear projections,
 # head sizes instead of head counts, and OpenCLIP ViT-H's text encoder (1024 wide, 23 layers).

@@ -1,7 +1,7 @@
 """Soak: the bot process under a mixed load, killed (``kill -9``) at random moments.
 
-    python bench/soak.py --minutes 5          # the "Done when" run
-    python bench/soak.py --seconds 60 --kill-every 30   # short form (tests/test_soak.py)
+    python -m bench.soak --minutes 5          # the "Done when" run
+    python -m bench.soak --seconds 60 --kill-every 30   # short form (tests/test_soak.py)
 
 Runs ``imagine-bot run`` (tiny model, CPU) as a real process against the loopback Discord
 emulator in this process, and drives it as users would: /imagine (some with hostile uploads: a
@@ -31,19 +31,15 @@ import io
 import json
 import logging
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from tests.bot_process import BOT_TOKEN, BotProcess  # noqa: E402
-from tests.discord_emulator import running_emulator  # noqa: E402
+from tests.bot_process import BOT_TOKEN, BotProcess
+from tests.discord_emulator import running_emulator
 
 REROLL = "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
 PROGRESS = ("Queued", "Starting", "Generating")

@@ -1,4 +1,4 @@
-"""Watermark robustness benchmark: ``python bench/watermark.py [--unmarked N] [--baseline]``.
+"""Watermark robustness benchmark: ``python -m bench.watermark [--unmarked N] [--baseline]``.
 
 Embeds a random payload with a fresh key in every scikit-image sample photo (plus two synthetic
 "generated" pictures: smooth gradients with shapes, like many diffusion outputs), applies each
@@ -16,18 +16,14 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moderation import watermark  # noqa: E402
-from moderation.watermark_key import WatermarkKey  # noqa: E402
+from moderation import watermark
+from moderation.watermark_key import WatermarkKey
 
 Attack = Callable[[Image.Image], Image.Image]
 SAMPLES = (

@@ -1,7 +1,7 @@
 """How close the worker keeps the GPU to the bare engine, and whether the event loop stays free.
 
-    python bench/worker.py            # 32 default /imagine jobs (4 images) from 4 users, tiny, CPU
-    python bench/worker.py --count 1 --jobs 64 --users 8 --steps 8 --size 64
+    python -m bench.worker            # 32 default /imagine jobs (4 images) from 4 users, tiny, CPU
+    python -m bench.worker --count 1 --jobs 64 --users 8 --steps 8 --size 64
 
 Runs the same jobs (same seeds) in one process, side by side: through the bare engine (one
 ``engine.generate`` per job, back to back, nothing else) and through the real ``Worker`` (store,
@@ -39,15 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from generation.config import Settings  # noqa: E402
-from generation.engine import Engine  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from generation.store import Store  # noqa: E402
-from generation.worker import Worker, leave_a_core_for_the_pipeline, save_pngs  # noqa: E402
+from generation.config import Settings
+from generation.engine import Engine
+from generation.request import GenerationRequest
+from generation.store import Store
+from generation.worker import Worker, leave_a_core_for_the_pipeline, save_pngs
 
 
 def percentile(values: list[float], q: float) -> float:
