@@ -74,7 +74,6 @@ def simulate(data: dict, users: list[User], mode: str) -> Result:
     """One GPU, non-preemptive; the scheduler picks whenever the GPU frees up."""
     sched = Scheduler(
         mode=mode,  # type: ignore[arg-type]
-        max_queued_per_user=10**9,
         max_running_per_user=1,
         fifo_guilds=set(data.get("fifo_guilds", [])),
     )
@@ -268,7 +267,7 @@ def scale() -> dict:
     """How fast picking and ETAs stay with 10,000 jobs from 1,000 users (10 each, 37 guilds)."""
     out = {}
     for mode in ("fair", "fifo"):
-        s = Scheduler(mode=mode, max_queued_per_user=100, max_running_per_user=1)
+        s = Scheduler(mode=mode, max_running_per_user=1)
         t = time.perf_counter()
         for seq in range(10_000):
             s.push(Entry(f"j{seq}", seq % 1000, seq % 37, 1.0 + seq % 5, seq))

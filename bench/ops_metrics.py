@@ -26,7 +26,7 @@ from generation.scheduler import Entry, Scheduler
 
 
 def scheduler_with(queued: int) -> Scheduler:
-    sched = Scheduler(max_queued_per_user=queued + 1)
+    sched = Scheduler()
     for i in range(queued):
         sched.push(
             Entry(

@@ -23,8 +23,6 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from generation.errors import UserInputError
-
 Mode = Literal["fair", "fifo"]
 _EVERYONE = "*"  # the single flow (or guild) used for FIFO queues
 _ANY = object()  # "any batch key"
@@ -327,13 +325,11 @@ class Scheduler:
         self,
         *,
         mode: Mode = "fair",
-        max_queued_per_user: int = 5,
         max_running_per_user: int = 1,
         fifo_guilds: set[int] | None = None,
         guild_weights: dict[int, float] | None = None,
     ) -> None:
         self.mode: Mode = mode
-        self.max_queued_per_user = max_queued_per_user
         self.max_running_per_user = max_running_per_user
         self.fifo_guilds: set[int] = set(fifo_guilds or ())
         self.guild_weights = dict(guild_weights or {})
@@ -346,15 +342,6 @@ class Scheduler:
         self._changes = 0  # order() reads the live queue, so it must notice changes
 
     # --- feeding -------------------------------------------------------------------------------
-
-    def check_cap(self, user_id: int) -> None:
-        """Refuse a new job from a user who already has the maximum queued."""
-        queued = self._queued_by_user.get(user_id, 0)
-        if queued >= self.max_queued_per_user:
-            raise UserInputError(
-                f"you already have {queued} jobs queued (the limit is "
-                f"{self.max_queued_per_user}); wait for one to finish or cancel one"
-            )
 
     def push(self, entry: Entry) -> None:
         """Queue an entry (caps are checked separately, so recovered jobs are never refused)."""

@@ -4,8 +4,10 @@ Why one file: a moderator's question "who made this?" joins images, jobs and mod
 decisions, and a restart must see exactly what was accepted. Schema changes are numbered
 migrations applied at start-up; a file from a newer version is refused rather than guessed at.
 
-Only the core (open, migrate, close) lives here. Job-queue methods are added on ``Store`` by the
-queue work; policy and audit helpers live in ``moderation/`` and use ``store.db``.
+``Store`` has the job lifecycle (add, run, finish, deliver, recover), results and images, the
+accepted-interaction journal and the ``kv`` table; policy and audit helpers live in
+``moderation/`` and use ``store.db``. The doctor's read-only checks of the file are in
+``generation/store_checks.py``.
 """
 
 from __future__ import annotations
@@ -293,14 +295,6 @@ class Store:
             where += f" AND status IN ({','.join('?' * len(statuses))})"
             args += [JobStatus(s).value for s in statuses]
         return await self._jobs(f"{where} ORDER BY seq DESC LIMIT ?", (*args, limit))
-
-    async def count_active(self, user_id: int) -> int:
-        """Queued plus running jobs of a user."""
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
-            (user_id,),
-        ) as cur:
-            return (await cur.fetchone())[0]
 
     async def mark_running(self, job_id: str, *, now: float | None = None) -> bool:
         """Queued -> running; False if the job is no longer queued (cancelled meanwhile)."""

@@ -1,13 +1,12 @@
 """Nudity and face detection on images with NudeNet (its ONNX model ships inside the wheel).
 
 One detector per process, loaded on first use under a lock: the ONNX session is thread-safe
-to run, but loading it twice would waste memory and a second or so. ``scan_image_async``
-keeps the ~15 ms CPU inference off the bot's event loop.
+to run, but loading it twice would waste memory and a second or so. Callers on an event loop
+run scans in a thread (post-processing's pool, ``asyncio.to_thread``): one is ~15 ms of CPU.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,10 +217,6 @@ def scan_images(images: list[Image.Image]) -> list[ImageScan]:
     return NsfwDetector.get().scan_many(images)
 
 
-async def scan_image_async(image: Image.Image) -> ImageScan:
-    return await asyncio.to_thread(scan_image, image)
-
-
 def decide_image(scan: ImageScan, policy: Policy, *, nsfw_channel: bool) -> Decision:
     """Exposed nudity above the policy threshold: block, or spoiler where the policy says so.
 
@@ -255,11 +250,4 @@ def check_image(
 ) -> Decision:
     """NSFW decision for one image (scans it unless given a scan already)."""
     scan = image if isinstance(image, ImageScan) else scan_image(image)
-    return decide_image(scan, policy or Policy.default(), nsfw_channel=nsfw_channel)
-
-
-async def check_image_async(
-    image: Image.Image, policy: Policy | None = None, *, nsfw_channel: bool = False
-) -> Decision:
-    scan = await scan_image_async(image)
     return decide_image(scan, policy or Policy.default(), nsfw_channel=nsfw_channel)
