@@ -427,25 +427,6 @@ class Scheduler:
                 return n
         return None  # unreachable while the state is consistent
 
-    # --- configuration -------------------------------------------------------------------------
-
-    def set_mode(self, mode: Mode, *, guild_id: int | None = None) -> None:
-        """Switch the instance (guild_id None) or one guild between fair and FIFO."""
-        if guild_id is None:
-            self.mode = mode
-        elif mode == "fifo":
-            self.fifo_guilds.add(guild_id)
-        else:
-            self.fifo_guilds.discard(guild_id)
-        # Rebuild: the queued jobs keep their arrival order, fair tags start afresh.
-        entries = sorted((e for e, _, _ in self._entries.values()), key=lambda e: e.seq)
-        self._state = _State()
-        self._entries.clear()
-        self._queued_by_user.clear()
-        self._queued_by_guild.clear()
-        for entry in entries:
-            self.push(entry)
-
     # --- introspection -------------------------------------------------------------------------
 
     def __len__(self) -> int:

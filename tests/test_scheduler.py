@@ -114,14 +114,6 @@ def test_per_guild_fifo_keeps_fair_share_between_guilds() -> None:
     assert q.run() == ["a1", "c1", "a2", "d1", "b1", "c2", "b2", "d2"]
 
 
-def test_switching_mode_at_runtime_reorders_the_queue() -> None:
-    q = Queue()
-    q.add("a", n=3)
-    q.add("b", n=1)
-    q.s.set_mode("fifo")
-    assert q.run() == ["a1", "a2", "a3", "b1"]
-
-
 def test_running_cap_skips_a_user_while_others_wait() -> None:
     s = Scheduler(max_running_per_user=1)
     s.push(Entry("b0", 2, 1, 1.0, 0))
@@ -306,14 +298,13 @@ def _full_simulation(s: Scheduler) -> list[Entry]:
 ops_strategy = st.lists(
     st.tuples(
         # Mostly pushes and picks, so queues grow and tags carry history; now and then a
-        # cancel, a finished job or a mode switch.
-        st.sampled_from(["push"] * 8 + ["pick"] * 3 + ["remove", "finish", "mode"]),
+        # cancel or a finished job.
+        st.sampled_from(["push"] * 8 + ["pick"] * 3 + ["remove", "finish"]),
         st.integers(0, 6),  # user
         st.sampled_from([0, 1, 2, None]),  # guild (None: a DM)
         st.sampled_from([0.1, 0.3, 0.5, 1.0, 2.0, 4.0]),  # cost: inexact sums included
         st.sampled_from([0.5, 1.0, 2.0, 3.0]),  # weight
         st.integers(0, 100),  # which queued/running job to cancel/finish
-        st.sampled_from(["fair", "fifo"]),  # mode to switch to (the instance or guild 0/1)
     ),
     min_size=10,
     max_size=60,
@@ -335,7 +326,7 @@ def test_property_cheap_order_equals_a_full_simulation(
     s = Scheduler(mode=mode, fifo_guilds=fifo_guilds, guild_weights=dict(enumerate(guild_weights)),
                   max_running_per_user=max_running)
     seq = itertools.count()
-    for kind, user, guild, cost, weight, which, new_mode in ops:
+    for kind, user, guild, cost, weight, which in ops:
         if kind == "push":
             if s.queued_for_user(user) >= max_queued:
                 continue
@@ -348,8 +339,6 @@ def test_property_cheap_order_equals_a_full_simulation(
             s.pick()
         elif kind == "finish" and s.running:
             s.finished(s.running[which % len(s.running)].job_id)
-        elif kind == "mode":
-            s.set_mode(new_mode, guild_id=[None, 0, 1][which % 3])
         # Tags, idle credit and stale heap items now carry history: compare after every step.
         expected = [e.job_id for e in _full_simulation(s)]
         assert [e.job_id for e in s.order()] == expected
