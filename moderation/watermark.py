@@ -1,6 +1,6 @@
 """Invisible watermark: an 18-bit payload plus a 24-bit keyed tag, tiled over every image.
 
-Why this design (figures from ``python bench/watermark.py``):
+Why this design (figures from ``python -m bench.watermark``):
 
 * **Keyed.** Every pattern and the check bits come from the instance's secret
   (``moderation/watermark_key.py``): a valid mark cannot be minted without the key, and the
