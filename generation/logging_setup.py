@@ -7,7 +7,8 @@ Why it looks like this:
 - A redaction filter sits on our handler *and* the formatters scrub their final text, so neither a
   careless ``log.info(token)`` nor a traceback that quotes a token reaches the log. Anything shaped
   like a Discord bot token or an interaction webhook token is masked, not only the configured one.
-- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only when ``ops.log_prompts`` is on.
+- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only when
+  ``ops.log_prompts`` is on.
 """
 
 from __future__ import annotations
