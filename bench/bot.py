@@ -1,7 +1,7 @@
 """Does the bot answer a burst of /imagine in time while the GPU works?
 
-    python bench/bot.py                   # 500 /imagine from 100 users, tiny model on CPU
-    python bench/bot.py --count 200 --users 40 --lag-seconds 10
+    python -m bench.bot                   # 500 /imagine from 100 users, tiny model on CPU
+    python -m bench.bot --count 200 --users 40 --lag-seconds 10
 
 Runs the real bot (discord.py client, cogs, prompt gate, store, worker, tiny diffusion model,
 real post-processing) against the loopback Discord emulator, which runs in a second process as
@@ -30,14 +30,10 @@ import json
 import logging
 import multiprocessing
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -84,7 +80,6 @@ class LagProbe:
 
 
 def _discord_side(conn: Any, count: int, users: int, rate: float) -> None:
-    sys.path.insert(0, str(ROOT))
     asyncio.run(_drive(conn, count, users, rate))
 
 

@@ -1,7 +1,7 @@
 """Drive the real fair-share scheduler with a simulated clock and measure how fair it is.
 
-    python bench/fairness.py bench/scenarios/heavy_vs_light.json
-    python bench/fairness.py --scale          # pick speed with 10,000 jobs from 1,000 users
+    python -m bench.fairness bench/scenarios/heavy_vs_light.json
+    python -m bench.fairness --scale          # pick speed with 10,000 jobs from 1,000 users
 
 A scenario is JSON: ``{"users": {name: {"guild": 1, "weight": 1.0, "light": false,
 "jobs": [{"at": 0, "cost": 2.0, "repeat": 50, "every": 0}]}}, "mode": "fair",
@@ -27,10 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generation.eta import CostModel, EtaEstimator  # noqa: E402
-from generation.scheduler import Entry, Scheduler  # noqa: E402
+from generation.eta import CostModel, EtaEstimator
+from generation.scheduler import Entry, Scheduler
 
 
 @dataclass
@@ -76,7 +74,6 @@ def simulate(data: dict, users: list[User], mode: str) -> Result:
     """One GPU, non-preemptive; the scheduler picks whenever the GPU frees up."""
     sched = Scheduler(
         mode=mode,  # type: ignore[arg-type]
-        max_queued_per_user=10**9,
         max_running_per_user=1,
         fifo_guilds=set(data.get("fifo_guilds", [])),
     )
@@ -270,7 +267,7 @@ def scale() -> dict:
     """How fast picking and ETAs stay with 10,000 jobs from 1,000 users (10 each, 37 guilds)."""
     out = {}
     for mode in ("fair", "fifo"):
-        s = Scheduler(mode=mode, max_queued_per_user=100, max_running_per_user=1)
+        s = Scheduler(mode=mode, max_running_per_user=1)
         t = time.perf_counter()
         for seq in range(10_000):
             s.push(Entry(f"j{seq}", seq % 1000, seq % 37, 1.0 + seq % 5, seq))

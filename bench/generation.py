@@ -1,10 +1,10 @@
 """How fast the engine makes images, and what batching and co-batching buy.
 
-    python bench/generation.py                         # tiny random model, CPU
-    python bench/generation.py --json                  # same, one JSON object on stdout
-    python bench/generation.py --device cuda --arch sd15 --steps 20
-    python bench/generation.py --device cuda --arch sdxl --steps 20
-    python bench/generation.py --device cuda --arch sd15 --steps 20 --compile
+    python -m bench.generation                         # tiny random model, CPU
+    python -m bench.generation --json                  # same, one JSON object on stdout
+    python -m bench.generation --device cuda --arch sd15 --steps 20
+    python -m bench.generation --device cuda --arch sdxl --steps 20
+    python -m bench.generation --device cuda --arch sd15 --steps 20 --compile
 
 Measured side by side in one run (the cases are interleaved, repeats take the median):
 
@@ -26,17 +26,14 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from generation.config import Settings  # noqa: E402
-from generation.engine import Engine  # noqa: E402
-from generation.loading import pick_device, pick_dtype, prepare  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
+from generation.config import Settings
+from generation.engine import Engine
+from generation.loading import pick_device, pick_dtype, prepare
+from generation.request import GenerationRequest
 
 SD_VAE = {
     "in_channels": 3,
@@ -171,7 +168,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda", "mps"])
     parser.add_argument("--arch", default="tiny", choices=sorted(ARCH_SIZE))
@@ -187,10 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.size = args.size or ARCH_SIZE[args.arch]
+    return args
 
-    started = time.perf_counter()
-    engine = build_engine(args)
-    load_s = time.perf_counter() - started
+
+def measure(engine: Engine, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each case's median over ``args.repeats`` interleaved runs, after one warm-up."""
 
     def req(i: int, count: int = 1) -> GenerationRequest:
         return GenerationRequest(
@@ -233,6 +231,32 @@ def main(argv: list[str] | None = None) -> int:
             "images_per_s": round(images / seconds, 3),
             "s_per_step": round(seconds / (args.steps * len(calls)), 4),
         }
+    return figures
+
+
+def print_table(result: dict[str, Any], load_s: float) -> None:
+    r, figures = result, result["figures"]
+    print(
+        f"{r['arch']} on {r['device']} ({r['dtype']}), {r['size']}x{r['size']}, "
+        f"{r['steps']} steps, guidance {r['guidance']}, median of {r['repeats']}; "
+        f"load {load_s:.1f} s"
+    )
+    print(f"{'case':<12}{'images':>7}{'calls':>6}{'seconds':>10}{'images/s':>10}{'s/step':>9}")
+    for name, fig in figures.items():
+        print(
+            f"{name:<12}{fig['images']:>7}{fig['calls']:>6}{fig['seconds']:>10.3f}"
+            f"{fig['images_per_s']:>10.2f}{fig['s_per_step']:>9.4f}"
+        )
+    for name, value in result["ratios"].items():
+        print(f"{name}: x{value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    engine = build_engine(args)
+    load_s = time.perf_counter() - started
+    figures = measure(engine, args)
     result = {
         "arch": args.arch,
         "device": str(engine.device),
@@ -256,21 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json:
         print(json.dumps(result, indent=2))
-        return 0
-    print(
-        f"{args.arch} on {result['device']} ({result['dtype']}), {args.size}x{args.size}, "
-        f"{args.steps} steps, guidance {args.guidance}, median of {args.repeats}; load {load_s:.1f} s"
-    )
-    print(f"{'case':<12}{'images':>7}{'calls':>6}{'seconds':>10}{'images/s':>10}{'s/step':>9}")
-    for name, fig in figures.items():
-        print(
-            f"{name:<12}{fig['images']:>7}{fig['calls']:>6}{fig['seconds']:>10.3f}"
-            f"{fig['images_per_s']:>10.2f}{fig['s_per_step']:>9.4f}"
-        )
-    for name, value in result["ratios"].items():
-        print(f"{name}: x{value}")
+    else:
+        print_table(result, load_s)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,8 +1,8 @@
 """The GPU benchmark: what our engine's settings, co-batching and the worker buy on a real GPU.
 
-    python bench/gpu.py                         # CUDA: SD 1.5, SD-Turbo (SD 2.1 shape), SDXL
-    python bench/gpu.py --archs sdxl --out /tmp/sdxl.json
-    python bench/gpu.py --quick                 # CPU: tiny SD and tiny SDXL, a few seconds (CI)
+    python -m bench.gpu                         # CUDA: SD 1.5, SD-Turbo (SD 2.1 shape), SDXL
+    python -m bench.gpu --archs sdxl --out /tmp/sdxl.json
+    python -m bench.gpu --quick                 # CPU: tiny SD and tiny SDXL, a few seconds (CI)
 
 No download and no internet: the real architectures are built from the configs written below
 (and in bench/generation.py) with random weights, which compute exactly as much as the trained
@@ -38,17 +38,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-# Run from anywhere: the repository root first, so bench/generation.py does not shadow the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from bench.generation import SD15_UNET, random_pipeline  # noqa: E402
-from generation.config import Settings  # noqa: E402
-from generation.engine import Engine, tile_layout  # noqa: E402
-from generation.loading import compile_unet, prepare, set_vae_dtype  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from generation.tiny import TINY_NAMES, build_tiny  # noqa: E402
+from bench.generation import SD15_UNET, random_pipeline
+from generation.config import TINY_NAMES, Settings
+from generation.engine import Engine, tile_layout
+from generation.loading import compile_unet, prepare, set_vae_dtype
+from generation.request import GenerationRequest
+from generation.tiny import build_tiny
 
 # SD 2.1 (and SD-Turbo, its distilled 512 px version): SD 1.5's layout with linear projections,
 # head sizes instead of head counts, and OpenCLIP ViT-H's text encoder (1024 wide, 23 layers).
@@ -166,10 +163,34 @@ def bench_arch(
 
         pipe.watermark = StableDiffusionXLWatermarker()
     cases: dict[str, dict[str, Any]] = {}
-    cases["diffusers_defaults"] = {
-        f"batch{4 if n > 1 else 1}": throughput(clock, plain, n, steps) for n in batches
-    }
+    cases["diffusers_defaults"] = by_batch(clock, plain, batches, steps)
+    engine = bench_engine(arch, pipe, device, dtype, size)
+    request = request_maker(size, steps, guidance)
+    cases.update(engine_cases(engine, clock, args, device, batches, steps, request, out))
+    base = cases["diffusers_defaults"]
+    for figures in cases.values():
+        for name, figure in figures.items():
+            figure["vs_defaults"] = round(figure["images_per_s"] / base[name]["images_per_s"], 2)
+    out["cases"] = cases
+    out["cobatching"] = cobatching(engine, clock, [request(i) for i in range(batches[-1])])
+    out["upscale"] = upscale_figures(engine, clock, size, request)
+    if engine.xl:
+        out["sdxl_decode"] = decode_figures(engine, clock, size, device)
+    out["total_s"] = round(time.perf_counter() - started, 1)
+    return out, engine
 
+
+def by_batch(
+    clock: Clock, run: Callable[[int], Any], batches: tuple[int, int], steps: int
+) -> dict[str, Any]:
+    """``throughput`` at batch 1 and "4" (2 with --quick)."""
+    return {f"batch{4 if n > 1 else 1}": throughput(clock, run, n, steps) for n in batches}
+
+
+def bench_engine(
+    arch: str, pipe: Any, device: torch.device, dtype: torch.dtype, size: int
+) -> Engine:
+    """Our engine around the same pipeline, every optional speed-up off to start with."""
     settings = Settings(
         model={
             "name": arch if arch in TINY_NAMES else f"random-{arch}",
@@ -180,11 +201,13 @@ def bench_arch(
             "max_pixels": max(1024 * 1024, size * size),
         }
     )
-    engine = Engine(
+    return Engine(
         prepare(pipe, settings.model, name=settings.model.name, device=device, dtype=dtype),
         settings,
     )
 
+
+def request_maker(size: int, steps: int, guidance: float) -> Callable[..., GenerationRequest]:
     def request(i: int, count: int = 1) -> GenerationRequest:
         return GenerationRequest(
             PROMPTS[i % len(PROMPTS)],
@@ -196,42 +219,49 @@ def bench_arch(
             count=count,
         )
 
+    return request
+
+
+def engine_cases(
+    engine: Engine,
+    clock: Clock,
+    args: argparse.Namespace,
+    device: torch.device,
+    batches: tuple[int, int],
+    steps: int,
+    request: Callable[..., GenerationRequest],
+    out: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The engine with each speed-up added in turn (channels-last, fused QKV, torch.compile);
+    sets ``out["compile_warm_up_s"]``."""
+
     def ours(n: int) -> Any:
         return engine.generate([request(0, n)])
 
-    cases["engine"] = {
-        f"batch{4 if n > 1 else 1}": throughput(clock, ours, n, steps) for n in batches
-    }
+    cases: dict[str, dict[str, Any]] = {}
+    cases["engine"] = by_batch(clock, ours, batches, steps)
     engine.txt2img.unet.to(memory_format=torch.channels_last)
-    cases["engine+channels_last"] = {
-        f"batch{4 if n > 1 else 1}": throughput(clock, ours, n, steps) for n in batches
-    }
+    cases["engine+channels_last"] = by_batch(clock, ours, batches, steps)
     engine.txt2img.fuse_qkv_projections()
-    cases["engine+channels_last+fused_qkv"] = {
-        f"batch{4 if n > 1 else 1}": throughput(clock, ours, n, steps) for n in batches
-    }
+    cases["engine+channels_last+fused_qkv"] = by_batch(clock, ours, batches, steps)
     if device.type == "cuda" or args.compile:
         compile_unet(engine.txt2img.unet)
         engine.model.compiled = True
         out["compile_warm_up_s"] = round(engine.warm_up(), 2)
-        cases["engine+channels_last+fused_qkv+compile"] = {
-            f"batch{4 if n > 1 else 1}": throughput(clock, ours, n, steps) for n in batches
-        }
+        cases["engine+channels_last+fused_qkv+compile"] = by_batch(clock, ours, batches, steps)
     else:
         out["compile_warm_up_s"] = None  # torch.compile is measured on CUDA (or --compile)
-    base = cases["diffusers_defaults"]
-    for figures in cases.values():
-        for name, figure in figures.items():
-            figure["vs_defaults"] = round(figure["images_per_s"] / base[name]["images_per_s"], 2)
-    out["cases"] = cases
+    return cases
 
-    reqs = [request(i) for i in range(batches[-1])]
+
+def cobatching(engine: Engine, clock: Clock, reqs: list[GenerationRequest]) -> dict[str, Any]:
+    """The requests co-batched in one call vs one call each, and how far their images differ."""
     made: dict[str, list[Any]] = {}
     cobatched = clock.measure(lambda: made.__setitem__("together", engine.generate(reqs)))
     sequential = clock.measure(
         lambda: made.__setitem__("alone", [engine.generate([q])[0] for q in reqs])
     )
-    out["cobatching"] = {
+    return {
         "requests": len(reqs),
         "cobatched_s": round(cobatched["seconds"], 4),
         "sequential_s": round(sequential["seconds"], 4),
@@ -241,13 +271,18 @@ def bench_arch(
         "vs_solo_pixels": solo_difference(made["together"], made["alone"]),
     }
 
+
+def upscale_figures(
+    engine: Engine, clock: Clock, size: int, request: Callable[..., GenerationRequest]
+) -> dict[str, Any]:
+    """One 2x tiled upscale, measured without a warm-up call."""
     from PIL import Image
 
     source = Image.new("RGB", (size, size), (120, 90, 60))
     parent = engine.validate(request(0))
     upscaled = clock.measure(lambda: engine.upscale(source, parent, seed=1), warm=False)
     starts, tile = tile_layout(2 * size, engine.defaults.size)
-    out["upscale"] = {
+    return {
         "from": size,
         "to": 2 * size,
         "tiles": len(starts) ** 2,
@@ -255,10 +290,6 @@ def bench_arch(
         "seconds": round(upscaled["seconds"], 3),
         "peak_gib": upscaled["peak_gib"],
     }
-    if engine.xl:
-        out["sdxl_decode"] = decode_figures(engine, clock, size, device)
-    out["total_s"] = round(time.perf_counter() - started, 1)
-    return out, engine
 
 
 def solo_difference(together: list[Any], alone: list[Any]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Moderation benchmark: `python bench/moderation.py` (CPU, offline, ~30 s).
+"""Moderation benchmark: `python -m bench.moderation` (CPU, offline, ~30 s).
 
 Prints prompt-gate latency per prompt (median, p95, p99; the target is p99 < 2 ms), NSFW + face check latency per 512x512 image (our
 in-memory array path side by side with NudeNet's own encoded-bytes path), and block recall /
@@ -13,18 +13,15 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from PIL import Image
+from skimage import data
 
-from PIL import Image  # noqa: E402
-from skimage import data  # noqa: E402
-
-from moderation.evaluate import evaluate, load_labelled  # noqa: E402
-from moderation.nsfw import NsfwDetector, check_image  # noqa: E402
-from moderation.policy import Policy  # noqa: E402
-from moderation.prompt_gate import check_prompt  # noqa: E402
-from moderation.wordlists import word_lists  # noqa: E402
+from moderation.evaluate import evaluate, load_labelled
+from moderation.nsfw import NsfwDetector, check_image
+from moderation.policy import Policy
+from moderation.prompt_gate import check_prompt
+from moderation.wordlists import word_lists
 
 
 def timed(fn, repeat: int, clock=time.perf_counter) -> list[float]:

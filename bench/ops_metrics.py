@@ -1,7 +1,7 @@
 """What metrics cost the bot: scrape time on the event loop, and bookkeeping per job event.
 
-    python bench/ops_metrics.py
-    python bench/ops_metrics.py --queued 0 100 1000 5000 --repeat 20
+    python -m bench.ops_metrics
+    python -m bench.ops_metrics --queued 0 100 1000 5000 --repeat 20
 
 A scrape runs on the bot's event loop (the one that also answers Discord heartbeats and the
 3-second interaction deadline), and the per-guild queue gauge is computed at scrape time from the
@@ -17,21 +17,16 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
-# Run from anywhere: the repository root first, so bench/generation.py does not shadow the package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generation import metrics  # noqa: E402
-from generation.jobs import JobStatus  # noqa: E402
-from generation.scheduler import Entry, Scheduler  # noqa: E402
+from generation import metrics
+from generation.jobs import JobStatus
+from generation.scheduler import Entry, Scheduler
 
 
 def scheduler_with(queued: int) -> Scheduler:
-    sched = Scheduler(max_queued_per_user=queued + 1)
+    sched = Scheduler()
     for i in range(queued):
         sched.push(
             Entry(

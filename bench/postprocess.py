@@ -1,7 +1,7 @@
 """What post-processing costs per image, stage by stage, and how it scales over threads.
 
-    python bench/postprocess.py              # 512x512 and 1024x1024, 1/2/4 workers
-    python bench/postprocess.py --jobs 4 --repeats 3   # quicker
+    python -m bench.postprocess              # 512x512 and 1024x1024, 1/2/4 workers
+    python -m bench.postprocess --jobs 4 --repeats 3   # quicker
 
 Per image size, the median wall time of each stage the worker's post-processing step runs
 (``moderation/postprocess.py``): NudeNet scan, the face/deepfake decision (it reuses the
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,17 +29,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from generation.config import Settings  # noqa: E402
-from generation.engine import GenerationResult, make_grid  # noqa: E402
-from generation.jobs import Job, JobKind  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from moderation import deepfake, provenance, watermark  # noqa: E402
-from moderation.nsfw import NsfwDetector  # noqa: E402
-from moderation.policy import Policy  # noqa: E402
-from moderation.postprocess import PostProcessor  # noqa: E402
-from moderation.watermark_key import WatermarkKey  # noqa: E402
+from generation.config import Settings
+from generation.engine import GenerationResult
+from generation.grid import make_grid
+from generation.jobs import Job, JobKind
+from generation.request import GenerationRequest
+from moderation import deepfake, provenance, watermark
+from moderation.nsfw import NsfwDetector
+from moderation.policy import Policy
+from moderation.postprocess import PostProcessor
+from moderation.watermark_key import WatermarkKey
 
 PROMPT = "a portrait photo of an astronaut"
 CPU_TARGET_MS = 300.0

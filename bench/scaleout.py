@@ -1,6 +1,6 @@
 """Scale-out on Redis Streams: 1, 2 and 4 GPU workers behind one bot.
 
-    python bench/scaleout.py [--seconds 0.25] [--jobs 40,20,10,10]
+    python -m bench.scaleout [--seconds 0.25] [--jobs 40,20,10,10]
 
 Each worker is a real ``imagine-bot worker`` process on a real Redis (the test suite's
 ``tests/redis_server.py``), but it SIMULATES the GPU: it sleeps ``--seconds`` per job and returns
@@ -20,22 +20,18 @@ import argparse
 import asyncio
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from generation.config import Settings  # noqa: E402
-from generation.remote.dispatcher import RemoteWorker  # noqa: E402
-from generation.request import GenerationRequest, ModelDefaults, resolve  # noqa: E402
-from generation.store import Store  # noqa: E402
-from generation.worker import NullListener  # noqa: E402
-from tests.redis_server import RedisServer, start_worker  # noqa: E402
+from generation.config import Settings
+from generation.remote.dispatcher import RemoteWorker
+from generation.request import GenerationRequest, ModelDefaults, resolve
+from generation.store import Store
+from generation.worker import NullListener
+from tests.redis_server import RedisServer, start_worker
 
 MODEL = "simulated-gpu"
 

@@ -1,7 +1,7 @@
 """Soak: the bot process under a mixed load, killed (``kill -9``) at random moments.
 
-    python bench/soak.py --minutes 5          # the "Done when" run
-    python bench/soak.py --seconds 60 --kill-every 30   # short form (tests/test_soak.py)
+    python -m bench.soak --minutes 5          # the "Done when" run
+    python -m bench.soak --seconds 60 --kill-every 30   # short form (tests/test_soak.py)
 
 Runs ``imagine-bot run`` (tiny model, CPU) as a real process against the loopback Discord
 emulator in this process, and drives it as users would: /imagine (some with hostile uploads: a
@@ -31,19 +31,15 @@ import io
 import json
 import logging
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from tests.bot_process import BOT_TOKEN, BotProcess  # noqa: E402
-from tests.discord_emulator import running_emulator  # noqa: E402
+from tests.bot_process import BOT_TOKEN, BotProcess
+from tests.discord_emulator import running_emulator
 
 REROLL = "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
 PROGRESS = ("Queued", "Starting", "Generating")
@@ -120,56 +116,13 @@ async def soak(seconds: float, kill_every: float, rate: float, seed: int, drain_
         await bot.start()
         rss = RssSampler(bot)
         sampler = asyncio.create_task(rss.run())
-        sent: list[int] = []
-        kills = 0
         started = time.monotonic()
-        # The first kill comes by half-time at the latest, so even a short run has one.
-        next_kill = (
-            started + min(rng.expovariate(1 / kill_every), seconds / 2)
-            if kill_every > 0
-            else float("inf")
-        )
         try:
-            armed: asyncio.Event | None = None  # kill after the next ack
-            armed_at = 0.0
-            while time.monotonic() - started < seconds:
-                now = time.monotonic()
-                if armed is None and now >= next_kill:
-                    kills += 1
-                    if rng.random() < 0.5:  # right after an ack: the narrowest window
-                        armed = bot.kill_after_ack(lambda inter, ack: ack.get("type") == DEFERRED)
-                        armed_at = now
-                    else:
-                        bot.kill()
-                if armed is not None and (armed.is_set() or now - armed_at > 20):
-                    emu.on_request, armed = None, None
-                    bot.kill()  # (a no-op when the ack already killed it)
-                if bot.killed():
-                    await bot.wait_dead()
-                    await bot.start()
-                    next_kill = time.monotonic() + rng.expovariate(1 / kill_every)
-                try:
-                    iid = await _one_action(emu, rng, users, hostile)
-                except Exception as exc:  # noqa: BLE001 - e.g. no result to press yet
-                    logging.debug("action skipped: %s", exc)
-                    iid = None
-                if iid is not None:
-                    sent.append(iid)
-                await asyncio.sleep(rng.expovariate(rate))
-            emu.on_request = None
+            sent, kills = await _load(emu, bot, rng, users, hostile, seconds, kill_every, rate)
             if bot.killed():
                 await bot.wait_dead()
                 await bot.start()
-            # Drain: every promise kept or explained.
-            accepted = [i for i in sent if emu.interaction(i).initial_response == DEFERRED]
-
-            def finished() -> bool:
-                return all(_results(emu, i) or _told(emu, i) for i in accepted)
-
-            with contextlib.suppress(TimeoutError):
-                await emu.wait_for(finished, drain_s, "every accepted interaction finished")
-            results = {i: _results(emu, i) for i in accepted}
-            delivered = sum(1 for i in accepted if results[i] or _told(emu, i))
+            accepted, results, delivered = await _drain(emu, sent, drain_s)
             exit_code = await bot.stop()
         finally:
             sampler.cancel()
@@ -189,6 +142,74 @@ async def soak(seconds: float, kill_every: float, rate: float, seed: int, drain_
         "rss_last_vs_first": round(peaks[-1] / peaks[0], 3) if len(peaks) > 1 else None,
         "goal": "0 lost, 0 duplicated, last minute's peak RSS within 10 % of the first's",
     }
+
+
+async def _load(
+    emu: Any,
+    bot: BotProcess,
+    rng: random.Random,
+    users: list,
+    hostile: list,
+    seconds: float,
+    kill_every: float,
+    rate: float,
+) -> tuple[list[int], int]:
+    """Users act at ``rate`` per second for ``seconds`` while the bot is killed now and then
+    (and started again); returns (the interactions sent, the number of kills)."""
+    sent: list[int] = []
+    kills = 0
+    started = time.monotonic()
+    # The first kill comes by half-time at the latest, so even a short run has one.
+    next_kill = (
+        started + min(rng.expovariate(1 / kill_every), seconds / 2)
+        if kill_every > 0
+        else float("inf")
+    )
+    armed: asyncio.Event | None = None  # kill after the next ack
+    armed_at = 0.0
+    while time.monotonic() - started < seconds:
+        now = time.monotonic()
+        if armed is None and now >= next_kill:
+            kills += 1
+            if rng.random() < 0.5:  # right after an ack: the narrowest window
+                armed = bot.kill_after_ack(lambda inter, ack: ack.get("type") == DEFERRED)
+                armed_at = now
+            else:
+                bot.kill()
+        if armed is not None and (armed.is_set() or now - armed_at > 20):
+            emu.on_request, armed = None, None
+            bot.kill()  # (a no-op when the ack already killed it)
+        if bot.killed():
+            await bot.wait_dead()
+            await bot.start()
+            next_kill = time.monotonic() + rng.expovariate(1 / kill_every)
+        try:
+            iid = await _one_action(emu, rng, users, hostile)
+        except Exception as exc:  # noqa: BLE001 - e.g. no result to press yet
+            logging.debug("action skipped: %s", exc)
+            iid = None
+        if iid is not None:
+            sent.append(iid)
+        await asyncio.sleep(rng.expovariate(rate))
+    emu.on_request = None
+    return sent, kills
+
+
+async def _drain(
+    emu: Any, sent: list[int], drain_s: float
+) -> tuple[list[int], dict[int, int], int]:
+    """Wait until every promise is kept or explained: (accepted, results per accepted
+    interaction, how many got a result or a message saying why not)."""
+    accepted = [i for i in sent if emu.interaction(i).initial_response == DEFERRED]
+
+    def finished() -> bool:
+        return all(_results(emu, i) or _told(emu, i) for i in accepted)
+
+    with contextlib.suppress(TimeoutError):
+        await emu.wait_for(finished, drain_s, "every accepted interaction finished")
+    results = {i: _results(emu, i) for i in accepted}
+    delivered = sum(1 for i in accepted if results[i] or _told(emu, i))
+    return accepted, results, delivered
 
 
 async def _one_action(emu: Any, rng: random.Random, users: list, hostile: list) -> int | None:

@@ -1,4 +1,4 @@
-"""Upload decoding benchmark: `python bench/uploads.py` (CPU, offline, ~15 s).
+"""Upload decoding benchmark: `python -m bench.uploads` (CPU, offline, ~15 s).
 
 Side by side, in one run: a 40-megapixel PNG "bomb" (a few KB) refused from its header vs the
 same file decoded (what the bot did before the pixel budget), and a 12-megapixel JPEG decoded
@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import io
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from PIL import Image
 
-from PIL import Image  # noqa: E402
-
-from generation.errors import UserInputError  # noqa: E402
-from generation.images import load_image  # noqa: E402
+from generation.errors import UserInputError
+from generation.images import load_image
 
 MODEL_PIXELS = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""Watermark robustness benchmark: ``python bench/watermark.py [--unmarked N] [--baseline]``.
+"""Watermark robustness benchmark: ``python -m bench.watermark [--unmarked N] [--baseline]``.
 
 Embeds a random payload with a fresh key in every scikit-image sample photo (plus two synthetic
 "generated" pictures: smooth gradients with shapes, like many diffusion outputs), applies each
@@ -16,18 +16,15 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from moderation import watermark  # noqa: E402
-from moderation.watermark_key import WatermarkKey  # noqa: E402
+from moderation import watermark
+from moderation.watermark_key import WatermarkKey
 
 Attack = Callable[[Image.Image], Image.Image]
 SAMPLES = (
@@ -231,31 +228,38 @@ def unmarked_set(photos: dict[str, Image.Image], count: int, seed: int) -> list[
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--unmarked", type=int, default=200, help="unmarked images to test")
-    parser.add_argument("--baseline", action="store_true", help="add plain RivaGAN bit accuracy")
-    args = parser.parse_args()
+@dataclass
+class Robustness:
+    """Every attack's rows over the marked images, and what embedding and detection cost."""
 
-    key = WatermarkKey.generate()
-    photos = sample_photos()
-    images = {**photos, "synthetic-1": synthetic(1), "synthetic-2": synthetic(2)}
-    rng = np.random.default_rng(7)
-    baseline = PlainRiva() if args.baseline else None
-    watermark.detect(images["astronaut"], key)  # derive the key's patterns outside the timings
+    # attack -> one (bit accuracy, detected, wrong payload, plain RivaGAN accuracy) per image
+    rows: dict[str, list[tuple[float, bool, bool, float]]] = field(
+        default_factory=lambda: {name: [] for name in ATTACKS}
+    )
+    psnrs: list[float] = field(default_factory=list)
+    embed_ms: list[float] = field(default_factory=list)
+    detect_ms: list[float] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
 
-    rows: dict[str, list[tuple[float, bool, bool, float]]] = {name: [] for name in ATTACKS}
-    psnrs, embed_ms, detect_ms, unverified = [], [], [], []
+
+def attack_all(
+    images: dict[str, Image.Image],
+    key: WatermarkKey,
+    rng: np.random.Generator,
+    baseline: PlainRiva | None,
+) -> Robustness:
+    """Mark each image with a random payload, then read it back after every attack."""
+    out = Robustness()
     for image_name, img in images.items():
         payload = watermark.payload_from_int(int(rng.integers(watermark.MAX_PAYLOAD + 1)))
         started = time.perf_counter()
         marked = watermark.embed_verified(img, payload, key)  # what post-processing does
         if img.size == (512, 512):
-            embed_ms.append((time.perf_counter() - started) * 1000)
+            out.embed_ms.append((time.perf_counter() - started) * 1000)
         if not marked.verified:  # recorded as unmarked in production: not counted on
-            unverified.append(f"{image_name} ({marked.image.width}x{marked.image.height})")
+            out.unverified.append(f"{image_name} ({marked.image.width}x{marked.image.height})")
             continue
-        psnrs.append(marked.psnr)
+        out.psnrs.append(marked.psnr)
         plain_bits = [int(b) for b in rng.integers(0, 2, 32)]
         plain = baseline.embed(img, plain_bits) if baseline else None
         for name, attack in ATTACKS.items():
@@ -263,26 +267,31 @@ def main() -> int:
             started = time.perf_counter()
             found = watermark.detect(attacked, key)
             if img.size == (512, 512):
-                detect_ms.append((time.perf_counter() - started) * 1000)
+                out.detect_ms.append((time.perf_counter() - started) * 1000)
             acc = found.bit_accuracy(payload, key)
             base = baseline.accuracy(attack(plain), plain_bits) if baseline else float("nan")
             ok = found.valid and found.payload == payload
             wrong = found.valid and found.payload != payload
-            rows[name].append((acc, ok, wrong, base))
+            out.rows[name].append((acc, ok, wrong, base))
+    return out
 
-    n = len(images) - len(unverified)
+
+def print_robustness(
+    r: Robustness, images: dict[str, Image.Image], photos: int, baseline: bool
+) -> None:
+    n = len(images) - len(r.unverified)
     print(
-        f"images: {len(images)} ({len(photos)} scikit-image photos, 2 synthetic); payload "
+        f"images: {len(images)} ({photos} scikit-image photos, 2 synthetic); payload "
         f"{watermark.PAYLOAD_BITS} bits + {watermark.CHECK_BITS}-bit keyed tag"
     )
     print(
         f"mark verified after embedding: {n} of {len(images)} (target >= 17); unverified "
-        f"(recorded as unmarked, rows below exclude them): {', '.join(unverified) or 'none'}"
+        f"(recorded as unmarked, rows below exclude them): {', '.join(r.unverified) or 'none'}"
     )
     header = f"{'attack':24} {'bit acc':>8} {'min':>6} {'detected':>9} {'target':>7} {'wrong':>6}"
     print(header + (f" {'plain RivaGAN bit acc':>22}" if baseline else ""))
     missed = []
-    for name, values in rows.items():
+    for name, values in r.rows.items():
         arr = np.array(values, dtype=float)
         rate = arr[:, 1].mean()
         target = TARGETS.get(name)
@@ -295,15 +304,20 @@ def main() -> int:
         print(line + (f" {np.nanmean(arr[:, 3]):22.1%}" if baseline else ""))
     print(f"attacks under their target: {', '.join(missed) or 'none'}")
     print(
-        f"PSNR dB: mean {np.mean(psnrs):.1f}, min {np.min(psnrs):.1f} "
-        f"(below 40 dB: {sum(p < 40 for p in psnrs)} of {n})"
+        f"PSNR dB: mean {np.mean(r.psnrs):.1f}, min {np.min(r.psnrs):.1f} "
+        f"(below 40 dB: {sum(p < 40 for p in r.psnrs)} of {n})"
     )
     print(
         f"per 512x512 image ({os.cpu_count()} CPU cores): embed+verify ms median "
-        f"{np.median(embed_ms):.0f}; detect (look-up) ms median {np.median(detect_ms):.0f}"
+        f"{np.median(r.embed_ms):.0f}; detect (look-up) ms median {np.median(r.detect_ms):.0f}"
     )
 
-    unmarked = unmarked_set(photos, args.unmarked, seed=11)
+
+def false_detections(
+    photos: dict[str, Image.Image], images: dict[str, Image.Image], key: WatermarkKey, count: int
+) -> None:
+    """Unmarked images, and marks made with another key: none may read as ours."""
+    unmarked = unmarked_set(photos, count, seed=11)
     other = WatermarkKey.generate()  # marks minted with another key must read as nothing
     forged = [
         watermark.embed(img, watermark.payload_from_int(i), other)
@@ -324,6 +338,8 @@ def main() -> int:
     if unmarked_ms:  # the worst case: every search runs (size guess, spectrum, sweep)
         print(f"detect ms on an unmarked 512x512 image: median {np.median(unmarked_ms):.0f}")
 
+
+def small_images(photos: dict[str, Image.Image], key: WatermarkKey) -> None:
     small = [img.resize((64, 64), Image.Resampling.LANCZOS) for img in list(photos.values())[:8]]
     verified = [
         watermark.embed_verified(img, watermark.payload_for(i, 0), key).verified
@@ -333,8 +349,25 @@ def main() -> int:
         f"64x64 images: mark verified after embedding in {sum(verified)} of {len(small)} "
         "(unverified ones are recorded as unmarked)"
     )
-    return 0
 
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--unmarked", type=int, default=200, help="unmarked images to test")
+    parser.add_argument("--baseline", action="store_true", help="add plain RivaGAN bit accuracy")
+    args = parser.parse_args()
+
+    key = WatermarkKey.generate()
+    photos = sample_photos()
+    images = {**photos, "synthetic-1": synthetic(1), "synthetic-2": synthetic(2)}
+    rng = np.random.default_rng(7)
+    baseline = PlainRiva() if args.baseline else None
+    watermark.detect(images["astronaut"], key)  # derive the key's patterns outside the timings
+    robustness = attack_all(images, key, rng, baseline)
+    print_robustness(robustness, images, len(photos), baseline is not None)
+    false_detections(photos, images, key, args.unmarked)
+    small_images(photos, key)
+    return 0
 
 if __name__ == "__main__":
     raise SystemExit(main())

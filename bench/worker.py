@@ -1,7 +1,7 @@
 """How close the worker keeps the GPU to the bare engine, and whether the event loop stays free.
 
-    python bench/worker.py            # 32 default /imagine jobs (4 images) from 4 users, tiny, CPU
-    python bench/worker.py --count 1 --jobs 64 --users 8 --steps 8 --size 64
+    python -m bench.worker            # 32 default /imagine jobs (4 images) from 4 users, tiny, CPU
+    python -m bench.worker --count 1 --jobs 64 --users 8 --steps 8 --size 64
 
 Runs the same jobs (same seeds) in one process, side by side: through the bare engine (one
 ``engine.generate`` per job, back to back, nothing else) and through the real ``Worker`` (store,
@@ -39,15 +39,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from generation.config import Settings  # noqa: E402
-from generation.engine import Engine  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from generation.store import Store  # noqa: E402
-from generation.worker import Worker, leave_a_core_for_the_pipeline, save_pngs  # noqa: E402
+from generation.config import Settings
+from generation.engine import Engine
+from generation.request import GenerationRequest
+from generation.store import Store
+from generation.worker import Worker, leave_a_core_for_the_pipeline, save_pngs
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -161,26 +159,10 @@ async def through_worker(
     }
 
 
-async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    cache = Path(tempfile.gettempdir()) / "imagine-bench-cache"
-    settings = Settings(
-        data_dir=Path(tempfile.mkdtemp(prefix="imagine-bench-")),
-        model={"name": args.model, "device": args.device, "cache_dir": cache},
-    )
-    engine = await asyncio.to_thread(Engine.load, settings)
-    reqs = [
-        engine.validate(
-            GenerationRequest(
-                prompt=f"a lighthouse at dusk, study {i}", width=args.size, height=args.size,
-                steps=args.steps, count=args.count, seed=1000 + i,
-            )
-        )
-        for i in range(args.jobs)
-    ]
-    # A worker on a CPU gives torch every core but one (see leave_a_core_for_the_pipeline);
-    # the bare engine gets the same torch threads, so the ratio measures the pipeline alone.
-    leave_a_core_for_the_pipeline(engine)
-    await bare(engine, reqs[:2])  # warm-up (first call allocates)
+async def measure_runs(
+    engine: Engine, settings: Settings, reqs: list[GenerationRequest], args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Each worker configuration, bracketed by bare-engine runs: the run with the median ratio."""
     configs = {
         "worker_save_pngs": {"cobatch": False, "real_post": False},
         "worker_real_postprocess": {"cobatch": False, "real_post": True},
@@ -202,46 +184,71 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ranked = sorted(reps, key=lambda r: r["ratio"])
         runs[name] = ranked[len(ranked) // 2]
         runs[name]["ratios"] = [r["ratio"] for r in reps]
+    return runs
 
-    def summary(run: dict[str, Any]) -> dict[str, Any]:
-        bare_mean = sum(run["bare_s"]) / 2
-        busy = sum(b - a for a, b in run["intervals"])
-        bare_job_ms = bare_mean / args.jobs * 1e3
-        post_threads = settings.queue.postprocess_threads
-        post_ms = percentile(run["post_ms"], 50)
-        return {
-            "postprocess": run["postprocess"],
-            "bare_engine_s": [round(x, 3) for x in run["bare_s"]],
-            "worker_s": round(run["seconds"], 3),
-            "bare_jobs_per_s": round(args.jobs / bare_mean, 3),
-            "worker_jobs_per_s": round(args.jobs / run["seconds"], 3),
-            "throughput_ratio": round(run["ratio"], 3),
-            "throughput_ratio_each_run": [round(x, 3) for x in run["ratios"]],
-            "gpu_busy_fraction": round(busy / run["seconds"], 3),
-            # Per job: the bare engine's generation, the worker's (slower when other threads take
-            # the GIL or the core from it), and the post-processing step (median, wall).
-            "bare_generation_ms_per_job": round(bare_job_ms, 1),
-            "worker_generation_ms_per_job": round(busy / args.jobs * 1e3, 1),
-            "postprocess_ms_per_job": round(post_ms, 1),
-            # On a CPU the post-processing shares the machine with the "GPU": once it takes longer
-            # than a generation, it and not the worker bounds the throughput near this ratio
-            # (``queue.postprocess_threads`` jobs are post-processed at once).
-            "postprocess_bound": (
-                round(min(1.0, post_threads * bare_job_ms / post_ms), 3) if post_ms else 1.0
-            ),
-            "gpu_calls": run["gpu_calls"],
-            "gpu_idle_gap_ms": {
-                "p50": round(percentile(run["gaps_ms"], 50), 2),
-                "p99": round(percentile(run["gaps_ms"], 99), 2),
-            },
-            "loop_lag_ms": {
-                "p50": round(percentile(run["lags_ms"], 50), 2),
-                "p99": round(percentile(run["lags_ms"], 99), 2),
-                "max": round(max(run["lags_ms"], default=0.0), 2),
-            },
-            "all_done": run["all_done"],
-        }
 
+def summary(run: dict[str, Any], jobs: int, post_threads: int) -> dict[str, Any]:
+    """One configuration's figures, as printed."""
+    bare_mean = sum(run["bare_s"]) / 2
+    busy = sum(b - a for a, b in run["intervals"])
+    bare_job_ms = bare_mean / jobs * 1e3
+    post_ms = percentile(run["post_ms"], 50)
+    return {
+        "postprocess": run["postprocess"],
+        "bare_engine_s": [round(x, 3) for x in run["bare_s"]],
+        "worker_s": round(run["seconds"], 3),
+        "bare_jobs_per_s": round(jobs / bare_mean, 3),
+        "worker_jobs_per_s": round(jobs / run["seconds"], 3),
+        "throughput_ratio": round(run["ratio"], 3),
+        "throughput_ratio_each_run": [round(x, 3) for x in run["ratios"]],
+        "gpu_busy_fraction": round(busy / run["seconds"], 3),
+        # Per job: the bare engine's generation, the worker's (slower when other threads take
+        # the GIL or the core from it), and the post-processing step (median, wall).
+        "bare_generation_ms_per_job": round(bare_job_ms, 1),
+        "worker_generation_ms_per_job": round(busy / jobs * 1e3, 1),
+        "postprocess_ms_per_job": round(post_ms, 1),
+        # On a CPU the post-processing shares the machine with the "GPU": once it takes longer
+        # than a generation, it and not the worker bounds the throughput near this ratio
+        # (``queue.postprocess_threads`` jobs are post-processed at once).
+        "postprocess_bound": (
+            round(min(1.0, post_threads * bare_job_ms / post_ms), 3) if post_ms else 1.0
+        ),
+        "gpu_calls": run["gpu_calls"],
+        "gpu_idle_gap_ms": {
+            "p50": round(percentile(run["gaps_ms"], 50), 2),
+            "p99": round(percentile(run["gaps_ms"], 99), 2),
+        },
+        "loop_lag_ms": {
+            "p50": round(percentile(run["lags_ms"], 50), 2),
+            "p99": round(percentile(run["lags_ms"], 99), 2),
+            "max": round(max(run["lags_ms"], default=0.0), 2),
+        },
+        "all_done": run["all_done"],
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    cache = Path(tempfile.gettempdir()) / "imagine-bench-cache"
+    settings = Settings(
+        data_dir=Path(tempfile.mkdtemp(prefix="imagine-bench-")),
+        model={"name": args.model, "device": args.device, "cache_dir": cache},
+    )
+    engine = await asyncio.to_thread(Engine.load, settings)
+    reqs = [
+        engine.validate(
+            GenerationRequest(
+                prompt=f"a lighthouse at dusk, study {i}", width=args.size, height=args.size,
+                steps=args.steps, count=args.count, seed=1000 + i,
+            )
+        )
+        for i in range(args.jobs)
+    ]
+    # A worker on a CPU gives torch every core but one (see leave_a_core_for_the_pipeline);
+    # the bare engine gets the same torch threads, so the ratio measures the pipeline alone.
+    leave_a_core_for_the_pipeline(engine)
+    await bare(engine, reqs[:2])  # warm-up (first call allocates)
+    runs = await measure_runs(engine, settings, reqs, args)
+    post_threads = settings.queue.postprocess_threads
     out = {
         "model": args.model,
         "device": str(engine.device),
@@ -249,7 +256,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "users": args.users,
         "job": f"{args.size}x{args.size}, {args.steps} steps, {args.count} image(s)",
         "torch_threads": torch.get_num_threads(),
-        **{name: summary(run) for name, run in runs.items()},
+        **{name: summary(run, args.jobs, post_threads) for name, run in runs.items()},
     }
     out["checks"] = {
         "throughput_ratio >= 0.90 (worker_save_pngs)": (

@@ -25,6 +25,15 @@ from pydantic_settings import (
 from generation.errors import UserInputError
 
 CONFIG_ENV = "IMAGINE_CONFIG"
+# The built-in random models (generation/tiny.py builds them). Named here, away from torch, so
+# that code which must run without torch (doctor) can recognise them.
+TINY_NAME = "tiny"
+# The same idea in SDXL's shape: two text encoders, "text_time" added conditions, three UNet
+# levels, and the SDXL pipeline classes (its watermarker, VAE upcast and empty-negative rules).
+TINY_SDXL_NAME = "tiny-sdxl"
+TINY_NAMES = (TINY_NAME, TINY_SDXL_NAME)
+# model.name ending in one of these is a single-file checkpoint (not a diffusers folder).
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
 class ModelSettings(BaseModel):

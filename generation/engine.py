@@ -25,6 +25,7 @@ from PIL import Image
 
 from generation.config import Settings
 from generation.errors import JobCancelled, OutOfMemory, UserInputError
+from generation.grid import make_grid
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
 from generation.request import MAX_SEED, GenerationRequest, infotext, resolve
 
@@ -155,19 +156,6 @@ def _due(progress: Callable[[ProgressEvent], None], step: int, total: int) -> bo
     return progress.due(step, total) if isinstance(progress, _Throttled) else True
 
 
-def make_grid(images: Sequence[Image.Image]) -> Image.Image:
-    """Tile images into a near-square grid (4 -> 2x2), like Midjourney's first reply."""
-    if len(images) == 1:
-        return images[0].copy()
-    cols = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w, rows * h), (0, 0, 0))
-    for i, img in enumerate(images):
-        grid.paste(img, ((i % cols) * w, (i // cols) * h))
-    return grid
-
-
 def latents_preview(
     latents: torch.Tensor, size: tuple[int, int] | None = None, *, space: str = "sd"
 ) -> Image.Image:
@@ -198,6 +186,33 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, oom_types) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     )
+
+
+@dataclass
+class _BatchRows:
+    """A co-batch flattened to one row per image: what the pipeline call takes."""
+
+    prompts: list[str] = field(default_factory=list)
+    negatives: list[str] = field(default_factory=list)
+    generators: list[torch.Generator] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)  # row -> position of its request in the batch
+    init_images: list[Image.Image] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, batch: list[GenerationRequest]) -> _BatchRows:
+        rows = cls()
+        for pos, req in enumerate(batch):
+            for seed in req.seeds:
+                rows.prompts.append(req.prompt)
+                rows.negatives.append(req.negative_prompt)
+                # CPU generators: CUDA's random numbers differ between GPU models and torch
+                # versions, the CPU's do not, so a seed remakes the same image on any machine
+                # (diffusers' advice). Drawing the starting noise on the CPU costs microseconds.
+                rows.generators.append(torch.Generator(device="cpu").manual_seed(seed))
+                rows.owners.append(pos)
+                if req.init_image is not None:
+                    rows.init_images.append(_fit(req.init_image, req.width, req.height))
+        return rows
 
 
 class Engine:
@@ -377,23 +392,63 @@ class Engine:
     ) -> list[GenerationResult]:
         batch = [reqs[i] for i in indices]
         first = batch[0]
-        prompts: list[str] = []
-        negatives: list[str] = []
-        generators: list[torch.Generator] = []
-        owners: list[int] = []  # batch position -> position in ``batch``
-        init_images: list[Image.Image] = []
-        for pos, req in enumerate(batch):
-            for seed in req.seeds:
-                prompts.append(req.prompt)
-                negatives.append(req.negative_prompt)
-                # CPU generators: CUDA's random numbers differ between GPU models and torch
-                # versions, the CPU's do not, so a seed remakes the same image on any machine
-                # (diffusers' advice). Drawing the starting noise on the CPU costs microseconds.
-                generators.append(torch.Generator(device="cpu").manual_seed(seed))
-                owners.append(pos)
-                if req.init_image is not None:
-                    init_images.append(_fit(req.init_image, req.width, req.height))
-        first_of = {pos: owners.index(pos) for pos in range(len(batch))}
+        rows = _BatchRows.of(batch)
+        on_step = self._step_callback(indices, first, rows.owners, progress, should_cancel)
+        if should_cancel is not None and should_cancel():
+            raise JobCancelled("cancelled before start")
+        pipe = self._pipe_for(first, img2img=bool(rows.init_images))
+        guided = first.guidance > 1.0
+        kwargs: dict[str, Any] = {
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": rows.generators,
+            "callback_on_step_end": on_step,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if rows.init_images:
+            kwargs.update(image=rows.init_images, strength=first.strength)
+        else:
+            kwargs.update(width=first.width, height=first.height)
+        started = time.perf_counter()
+        vae_dtype = pipe.vae.dtype
+        out_of_memory = False
+        try:
+            with torch.inference_mode():
+                kwargs.update(self._prompt_kwargs(pipe, rows.prompts, rows.negatives, guided))
+                output = pipe(**kwargs)
+        except JobCancelled:
+            raise
+        except Exception as exc:
+            if not _is_oom(exc):
+                raise
+            out_of_memory = True
+        finally:
+            # SDXL upcasts its VAE to fp32 for decoding and casts it back only when the decode
+            # succeeds: after an OOM there, fp16 latents would meet fp32 weights ever after.
+            if pipe.vae.dtype != vae_dtype:
+                pipe.vae.to(dtype=vae_dtype)
+        if out_of_memory:
+            # Outside the except block: the OOM and its traceback (whose frames hold this batch's
+            # activations) are gone before memory is freed, and nothing chains to them.
+            del kwargs
+            self.free_memory()
+            images = sum(r.count for r in batch)
+            raise OutOfMemory(
+                f"the GPU ran out of memory making {images} image(s) of "
+                f"{first.width}x{first.height}; try a smaller size or fewer images"
+            )
+        return self._results(batch, rows.owners, output.images, time.perf_counter() - started)
+
+    def _step_callback(
+        self,
+        indices: list[int],
+        first: GenerationRequest,
+        owners: list[int],
+        progress: Callable[[ProgressEvent], None] | None,
+        should_cancel: Callable[[], bool] | None,
+    ) -> Callable[..., dict[str, Any]]:
+        """The pipeline's ``callback_on_step_end``: progress events, then the cancel poll."""
+        first_of = {pos: owners.index(pos) for pos in range(len(indices))}
 
         def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             # Report first, then poll: a cancel pressed while the step ran stops before the next.
@@ -420,9 +475,11 @@ class Engine:
                 raise JobCancelled("cancelled")
             return kwargs
 
-        if should_cancel is not None and should_cancel():
-            raise JobCancelled("cancelled before start")
-        pipe = self.img2img if init_images else self.txt2img
+        return on_step
+
+    def _pipe_for(self, first: GenerationRequest, *, img2img: bool) -> Any:
+        """The pipeline for a batch like ``first``, with its VAE tiling and scheduler set."""
+        pipe = self.img2img if img2img else self.txt2img
         # Large images (upscales) decode tile by tile; normal sizes decode whole (no seams).
         if first.width * first.height > VAE_TILING_PIXELS:
             pipe.vae.enable_tiling()
@@ -430,48 +487,16 @@ class Engine:
             pipe.vae.disable_tiling()
         pipe.scheduler = make_scheduler(self._scheduler_config, first.scheduler)
         self.img2img.scheduler = pipe.scheduler
-        guided = first.guidance > 1.0
-        kwargs: dict[str, Any] = {
-            "num_inference_steps": first.steps,
-            "guidance_scale": first.guidance,
-            "generator": generators,
-            "callback_on_step_end": on_step,
-            "callback_on_step_end_tensor_inputs": ["latents"],
-        }
-        if init_images:
-            kwargs.update(image=init_images, strength=first.strength)
-        else:
-            kwargs.update(width=first.width, height=first.height)
-        started = time.perf_counter()
-        vae_dtype = pipe.vae.dtype
-        out_of_memory = False
-        try:
-            with torch.inference_mode():
-                kwargs.update(self._prompt_kwargs(pipe, prompts, negatives, guided))
-                output = pipe(**kwargs)
-        except JobCancelled:
-            raise
-        except Exception as exc:
-            if not _is_oom(exc):
-                raise
-            out_of_memory = True
-        finally:
-            # SDXL upcasts its VAE to fp32 for decoding and casts it back only when the decode
-            # succeeds: after an OOM there, fp16 latents would meet fp32 weights ever after.
-            if pipe.vae.dtype != vae_dtype:
-                pipe.vae.to(dtype=vae_dtype)
-        if out_of_memory:
-            # Outside the except block: the OOM and its traceback (whose frames hold this batch's
-            # activations) are gone before memory is freed, and nothing chains to them.
-            del kwargs
-            self.free_memory()
-            images = sum(r.count for r in batch)
-            raise OutOfMemory(
-                f"the GPU ran out of memory making {images} image(s) of "
-                f"{first.width}x{first.height}; try a smaller size or fewer images"
-            )
-        elapsed = time.perf_counter() - started
-        images = output.images
+        return pipe
+
+    def _results(
+        self,
+        batch: list[GenerationRequest],
+        owners: list[int],
+        images: list[Image.Image],
+        elapsed: float,
+    ) -> list[GenerationResult]:
+        """One result per request of the batch, each with its own images."""
         n_images = len(images)
         results = []
         for pos, req in enumerate(batch):

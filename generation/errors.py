@@ -17,3 +17,10 @@ class JobCancelled(Exception):
 
 class OutOfMemory(RuntimeError):
     """The device ran out of memory for this job; memory was freed and the engine keeps serving."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its class name:
+    enough to name a failure in one line of a report without a traceback."""
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -28,14 +28,18 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from generation.config import ModelSettings
+from generation.config import (
+    SINGLE_FILE_SUFFIXES,
+    TINY_NAME,
+    TINY_NAMES,
+    TINY_SDXL_NAME,
+    ModelSettings,
+)
 from generation.errors import UserInputError
 from generation.request import ModelDefaults
-from generation.tiny import TINY_NAME, TINY_NAMES, TINY_SDXL_NAME, build_tiny
+from generation.tiny import build_tiny
 
 log = logging.getLogger(__name__)
-
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 # Scheduler name -> (class, extra config). Built fresh per run from the model's own config.
 SCHEDULER_CLASSES: dict[str, tuple[type, dict[str, Any]]] = {

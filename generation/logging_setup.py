@@ -7,8 +7,8 @@ Why it looks like this:
 - A redaction filter sits on our handler *and* the formatters scrub their final text, so neither a
   careless ``log.info(token)`` nor a traceback that quotes a token reaches the log. Anything shaped
   like a Discord bot token or an interaction webhook token is masked, not only the configured one.
-- Prompts are personal: they are logged only as ``extra={"prompt": text}`` (or through
-  ``loggable_prompt``), and appear only when ``ops.log_prompts`` is on.
+- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only when
+  ``ops.log_prompts`` is on.
 """
 
 from __future__ import annotations
@@ -62,10 +62,6 @@ def bind_job_id(job_id: str | None) -> None:
     ``job_context`` anywhere else.
     """
     _job_id.set(job_id)
-
-
-def current_job_id() -> str | None:
-    return _job_id.get()
 
 
 class Redactor:
@@ -156,11 +152,6 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return self.redactor(json.dumps(entry, default=str, ensure_ascii=False))
-
-
-def loggable_prompt(prompt: str, settings: Settings) -> str:
-    """The prompt itself when ``ops.log_prompts`` is on, else only its length."""
-    return prompt if settings.ops.log_prompts else _hidden(prompt)
 
 
 def setup_logging(

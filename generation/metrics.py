@@ -460,9 +460,6 @@ class Health:
                 self._busy = busy
         WORKER_HEARTBEAT.set(time.time())
 
-    def worker_busy(self, busy: bool) -> None:
-        self.worker_beat(busy=busy)
-
     def worker_stopped(self) -> None:
         with self._lock:
             self._worker = "stopped"

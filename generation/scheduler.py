@@ -23,8 +23,6 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from generation.errors import UserInputError
-
 Mode = Literal["fair", "fifo"]
 _EVERYONE = "*"  # the single flow (or guild) used for FIFO queues
 _ANY = object()  # "any batch key"
@@ -327,13 +325,11 @@ class Scheduler:
         self,
         *,
         mode: Mode = "fair",
-        max_queued_per_user: int = 5,
         max_running_per_user: int = 1,
         fifo_guilds: set[int] | None = None,
         guild_weights: dict[int, float] | None = None,
     ) -> None:
         self.mode: Mode = mode
-        self.max_queued_per_user = max_queued_per_user
         self.max_running_per_user = max_running_per_user
         self.fifo_guilds: set[int] = set(fifo_guilds or ())
         self.guild_weights = dict(guild_weights or {})
@@ -346,15 +342,6 @@ class Scheduler:
         self._changes = 0  # order() reads the live queue, so it must notice changes
 
     # --- feeding -------------------------------------------------------------------------------
-
-    def check_cap(self, user_id: int) -> None:
-        """Refuse a new job from a user who already has the maximum queued."""
-        queued = self._queued_by_user.get(user_id, 0)
-        if queued >= self.max_queued_per_user:
-            raise UserInputError(
-                f"you already have {queued} jobs queued (the limit is "
-                f"{self.max_queued_per_user}); wait for one to finish or cancel one"
-            )
 
     def push(self, entry: Entry) -> None:
         """Queue an entry (caps are checked separately, so recovered jobs are never refused)."""
@@ -439,25 +426,6 @@ class Scheduler:
             if entry.job_id == job_id:
                 return n
         return None  # unreachable while the state is consistent
-
-    # --- configuration -------------------------------------------------------------------------
-
-    def set_mode(self, mode: Mode, *, guild_id: int | None = None) -> None:
-        """Switch the instance (guild_id None) or one guild between fair and FIFO."""
-        if guild_id is None:
-            self.mode = mode
-        elif mode == "fifo":
-            self.fifo_guilds.add(guild_id)
-        else:
-            self.fifo_guilds.discard(guild_id)
-        # Rebuild: the queued jobs keep their arrival order, fair tags start afresh.
-        entries = sorted((e for e, _, _ in self._entries.values()), key=lambda e: e.seq)
-        self._state = _State()
-        self._entries.clear()
-        self._queued_by_user.clear()
-        self._queued_by_guild.clear()
-        for entry in entries:
-            self.push(entry)
 
     # --- introspection -------------------------------------------------------------------------
 

@@ -4,8 +4,10 @@ Why one file: a moderator's question "who made this?" joins images, jobs and mod
 decisions, and a restart must see exactly what was accepted. Schema changes are numbered
 migrations applied at start-up; a file from a newer version is refused rather than guessed at.
 
-Only the core (open, migrate, close) lives here. Job-queue methods are added on ``Store`` by the
-queue work; policy and audit helpers live in ``moderation/`` and use ``store.db``.
+``Store`` has the job lifecycle (add, run, finish, deliver, recover), results and images, the
+accepted-interaction journal and the ``kv`` table; policy and audit helpers live in
+``moderation/`` and use ``store.db``. The doctor's read-only checks of the file are in
+``generation/store_checks.py``.
 """
 
 from __future__ import annotations
@@ -294,14 +296,6 @@ class Store:
             args += [JobStatus(s).value for s in statuses]
         return await self._jobs(f"{where} ORDER BY seq DESC LIMIT ?", (*args, limit))
 
-    async def count_active(self, user_id: int) -> int:
-        """Queued plus running jobs of a user."""
-        async with self.db.execute(
-            "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
-            (user_id,),
-        ) as cur:
-            return (await cur.fetchone())[0]
-
     async def mark_running(self, job_id: str, *, now: float | None = None) -> bool:
         """Queued -> running; False if the job is no longer queued (cancelled meanwhile)."""
         return await self._update(
@@ -573,15 +567,22 @@ class Store:
             )
 
 
+def has_sqlite_header(path: Path) -> bool:
+    """False when the file at ``path`` starts with something other than SQLite's header; an
+    empty file passes (SQLite makes it a database). Raises ``OSError`` when it cannot be read."""
+    with path.open("rb") as fh:
+        header = fh.read(len(SQLITE_MAGIC))
+    return not header or header == SQLITE_MAGIC
+
+
 def _check_sqlite_header(path: Path) -> None:
     if path.is_dir():
         raise StoreError(f"database path {path} is a folder; point data_dir elsewhere")
     try:
-        with path.open("rb") as fh:
-            header = fh.read(len(SQLITE_MAGIC))
+        sqlite_file = has_sqlite_header(path)
     except OSError as exc:
         raise StoreError(f"cannot read database {path}: {exc.strerror}") from None
-    if header and header != SQLITE_MAGIC:
+    if not sqlite_file:
         raise StoreError(
             f"database {path} is corrupt or not an SQLite file; it was left untouched. "
             "Move it aside and restart to create a new one, or restore a backup"

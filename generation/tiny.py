@@ -30,11 +30,8 @@ from transformers import (
     CLIPTokenizer,
 )
 
-TINY_NAME = "tiny"
-# The same idea in SDXL's shape: two text encoders, "text_time" added conditions, three UNet
-# levels, and the SDXL pipeline classes (its watermarker, VAE upcast and empty-negative rules).
-TINY_SDXL_NAME = "tiny-sdxl"
-TINY_NAMES = (TINY_NAME, TINY_SDXL_NAME)
+from generation.config import TINY_SDXL_NAME
+
 INIT_SEED = 0
 TEXT_DIM = 32
 # SDXL's second encoder is wider than its first (1280 vs 768); diffusers tells them apart in a

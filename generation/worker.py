@@ -202,7 +202,6 @@ class Worker:
         q = settings.queue
         self.scheduler = Scheduler(
             mode=q.mode,
-            max_queued_per_user=q.max_queued_per_user,
             max_running_per_user=q.max_running_per_user,
             fifo_guilds=set(q.fifo_guilds),
         )

@@ -1,13 +1,12 @@
 """Nudity and face detection on images with NudeNet (its ONNX model ships inside the wheel).
 
 One detector per process, loaded on first use under a lock: the ONNX session is thread-safe
-to run, but loading it twice would waste memory and a second or so. ``scan_image_async``
-keeps the ~15 ms CPU inference off the bot's event loop.
+to run, but loading it twice would waste memory and a second or so. Callers on an event loop
+run scans in a thread (post-processing's pool, ``asyncio.to_thread``): one is ~15 ms of CPU.
 """
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +74,7 @@ class NsfwDetector:
 
     @classmethod
     def default_path(cls) -> Path:
-        import nudenet
-
-        return cls.model_path or Path(nudenet.__file__).parent / "320n.onnx"
+        return cls.model_path or wheel_model_path()
 
     @classmethod
     def configure(cls, model_path: Path | None) -> None:
@@ -198,6 +195,13 @@ class NsfwDetector:
         ]
 
 
+def wheel_model_path() -> Path:
+    """The 320n.onnx that NudeNet's wheel ships (imports nudenet, so onnxruntime)."""
+    import nudenet
+
+    return Path(nudenet.__file__).parent / "320n.onnx"
+
+
 def _nudenet_labels() -> list[str]:
     from nudenet import nudenet
 
@@ -211,10 +215,6 @@ def scan_image(image: Image.Image) -> ImageScan:
 def scan_images(images: list[Image.Image]) -> list[ImageScan]:
     """A job's images, batched into one model call where that pays (the GPU)."""
     return NsfwDetector.get().scan_many(images)
-
-
-async def scan_image_async(image: Image.Image) -> ImageScan:
-    return await asyncio.to_thread(scan_image, image)
 
 
 def decide_image(scan: ImageScan, policy: Policy, *, nsfw_channel: bool) -> Decision:
@@ -250,11 +250,4 @@ def check_image(
 ) -> Decision:
     """NSFW decision for one image (scans it unless given a scan already)."""
     scan = image if isinstance(image, ImageScan) else scan_image(image)
-    return decide_image(scan, policy or Policy.default(), nsfw_channel=nsfw_channel)
-
-
-async def check_image_async(
-    image: Image.Image, policy: Policy | None = None, *, nsfw_channel: bool = False
-) -> Decision:
-    scan = await scan_image_async(image)
     return decide_image(scan, policy or Policy.default(), nsfw_channel=nsfw_channel)

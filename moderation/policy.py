@@ -265,11 +265,3 @@ async def update_policy(
     stored.update({k: fresh[k] for k in changes})
     await _write_row(store, guild_id, row, stored, by_user)
     return _merge(current, {k: fresh[k] for k in changes}, f"guild {guild_id}")
-
-
-async def clear_channel_policy(store: Any, guild_id: int, channel_id: int) -> None:
-    """Drop a channel's overrides so it follows the server policy again."""
-    await store.db.execute(
-        "DELETE FROM policies WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
-    )
-    await store.db.commit()

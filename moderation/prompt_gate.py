@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from functools import lru_cache
+from typing import NamedTuple
 
 import regex
 
@@ -169,6 +170,28 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
         return Decision("block", ("empty",), (),
                         "Blocked: the prompt is empty (only spaces, emoji, symbols or invisible "
                         "characters); describe the image in words.")
+    found = _find(norm, policy)
+    decisions = _list_decisions(norm, found, policy, nsfw_channel)
+    if custom := _custom_decision(norm, found.allowed, policy):
+        decisions.append(custom)
+    risk = deepfake.assess(norm, policy, gate_matches=found.matches, allowed=found.allowed)
+    decisions.append(deepfake.decide(risk, policy))
+    decision = combine(*decisions)
+    if decision.allowed and not decision.categories:
+        return Decision("allow", (), (), "Allowed: no moderation rule matched.", decision.details)
+    return decision
+
+
+class _Found(NamedTuple):
+    """What the word lists found in a prompt, before any rule is applied."""
+
+    matches: list[Match]  # listed words and sound-alikes, safe phrases taken out
+    context: dict[str, list[Match]]  # context words by label (education, help, adult, ...)
+    by: dict[str, list[Match]]  # matches by label, compounds ("sex toy") left out
+    allowed: list[Match]  # the server's allowlist hits
+
+
+def _find(norm: NormalizedText, policy: Policy) -> _Found:
     lists = word_lists()
     safe = lists.safe.find(norm)
     # Listed words, then misspellings by sound of them ("nekkid", "seggs").
@@ -189,7 +212,15 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
         if m.label == "sexual" and heads and _compound(norm, m, heads, people):
             continue
         by.setdefault(m.label, []).append(m)
+    return _Found(matches, context, by, allowed)
 
+
+def _list_decisions(
+    norm: NormalizedText, found: _Found, policy: Policy, nsfw_channel: bool
+) -> list[Decision]:
+    """The word-list rules, in order: sexual content with minors, hate, self-harm, then the
+    channel rules for sexual content and gore."""
+    by, context, allowed = found.by, found.context, found.allowed
     decisions: list[Decision] = []
     minors = by.get("minor", []) + _age_under_18(norm)
     explicit = by.get("sexual", [])
@@ -201,10 +232,24 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
         evidence = _evidence(by.get("sexual_minors", []) + (minors + sexualish if sexualish else []))
         decisions.append(Decision("block", ("sexual_minors",), evidence,
                                   f"Blocked: {REASONS['sexual_minors']}."))
+    if hate := _unless_allowed(_hate(norm, found), allowed):
+        decisions.append(Decision("block", ("hate",), _evidence(hate), f"Blocked: {REASONS['hate']}."))
+    if self_harm := _unless_allowed(_self_harm(norm, found), allowed):
+        decisions.append(Decision("block", ("self_harm",), _evidence(self_harm),
+                                  f"Blocked: {REASONS['self_harm']}."))
+    for category in ("sexual", "gore"):
+        if hits := _unless_allowed(by.get(category, []), allowed):
+            decisions.append(_channel_rule(category, hits, policy, nsfw_channel))
+    return decisions
 
-    def unless_allowed(ms: list[Match]) -> list[Match]:
-        return without_safe(ms, allowed) if allowed else ms
 
+def _unless_allowed(ms: list[Match], allowed: list[Match]) -> list[Match]:
+    return without_safe(ms, allowed) if allowed else ms
+
+
+def _hate(norm: NormalizedText, found: _Found) -> list[Match]:
+    """Hate words; rituals and glorified hate groups only outside a history/education context."""
+    by, context = found.by, found.context
     hate = by.get("hate", [])
     history = (context.get("education") or _PAST_YEAR.search(norm.text)
                or _AGAINST.search(norm.text))
@@ -213,37 +258,34 @@ def check_prompt(text: str, policy: Policy | None = None, *, nsfw_channel: bool 
         if glorify := context.get("hate_glorify"):
             entities = by.get("hate_entity", [])
             hate += entities + glorify if entities else []
-    if hate := unless_allowed(hate):
-        decisions.append(Decision("block", ("hate",), _evidence(hate), f"Blocked: {REASONS['hate']}."))
-    self_harm = by.get("self_harm_graphic", [])
+    return hate
+
+
+def _self_harm(norm: NormalizedText, found: _Found) -> list[Match]:
+    """Graphic self-harm words and acts; the milder words only where no help is asked for."""
+    self_harm = found.by.get("self_harm_graphic", [])
     for reading in norm.variants[:2]:
         joined = " ".join(t.text for t in reading)
         if act := _SELF_HARM_ACT.search(joined):
             word = reading[joined.count(" ", 0, act.start())].first_word
             self_harm.append(Match("self_harm", act.group(0), norm.source(word, word), word, word))
             break
-    if not context.get("help"):
-        self_harm += by.get("self_harm", [])
-    if self_harm := unless_allowed(self_harm):
-        decisions.append(Decision("block", ("self_harm",), _evidence(self_harm),
-                                  f"Blocked: {REASONS['self_harm']}."))
-    for category in ("sexual", "gore"):
-        if found := unless_allowed(by.get(category, [])):
-            decisions.append(_channel_rule(category, found, policy, nsfw_channel))
+    if not found.context.get("help"):
+        self_harm += found.by.get("self_harm", [])
+    return self_harm
+
+
+def _custom_decision(norm: NormalizedText, allowed: list[Match], policy: Policy) -> Decision | None:
+    """The server's own banned terms and regexes (its allowlist wins over both)."""
     custom = []
     if policy.banned_terms:
-        custom = unless_allowed(custom_matcher(policy.banned_terms, "custom").find(norm))
+        custom = _unless_allowed(custom_matcher(policy.banned_terms, "custom").find(norm), allowed)
     regex_hits = _regex_hits(norm, policy.banned_regexes) if policy.banned_regexes else []
     if regex_hits and allowed and not custom:
         # An allowlisted phrase covering the whole prompt's hit overrides a regex too.
         regex_hits = [h for h in regex_hits if not any(a.term in h.lower() for a in allowed)]
-    if custom or regex_hits:
-        decisions.append(Decision("block", ("custom",),
-                                  _evidence(custom) + tuple(f"regex: {h}" for h in regex_hits),
-                                  f"Blocked: {REASONS['custom']}."))
-    risk = deepfake.assess(norm, policy, gate_matches=matches, allowed=allowed)
-    decisions.append(deepfake.decide(risk, policy))
-    decision = combine(*decisions)
-    if decision.allowed and not decision.categories:
-        return Decision("allow", (), (), "Allowed: no moderation rule matched.", decision.details)
-    return decision
+    if not (custom or regex_hits):
+        return None
+    return Decision("block", ("custom",),
+                    _evidence(custom) + tuple(f"regex: {h}" for h in regex_hits),
+                    f"Blocked: {REASONS['custom']}.")

@@ -163,36 +163,53 @@ def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
     chain_path, key_path = keys_dir / SIGNER_CERT, keys_dir / SIGNER_KEY
     if chain_path.is_file() and key_path.is_file():
         return chain_path, key_path
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name(
-            [
-                x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imagine-bot"),
-            ]
-        )
-
-    def usage(*, sign: bool, ca: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(
-            digital_signature=sign,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=ca,
-            crl_sign=ca,
-            encipher_only=False,
-            decipher_only=False,
-        )
 
     now = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = name(f"{instance[:40]} imagine-bot CA")
-    ca = (
+    ca = _ca_certificate(instance, ca_key, now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _signer_certificate(instance, key, ca, ca_key, now)
+    _write_signing_keys(keys_dir, ca, leaf, key)
+    log.info("created C2PA signing certificate in %s", keys_dir)
+    return chain_path, key_path
+
+
+def _x509_name(cn: str) -> Any:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "imagine-bot"),
+        ]
+    )
+
+
+def _key_usage(*, sign: bool, ca: bool) -> Any:
+    from cryptography import x509
+
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _ca_certificate(instance: str, ca_key: Any, now: dt.datetime) -> Any:
+    """The instance's self-signed CA (10 years): the trust anchor published as ``c2pa_ca.pem``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    ca_name = _x509_name(f"{instance[:40]} imagine-bot CA")
+    return (
         x509.CertificateBuilder()
         .subject_name(ca_name)
         .issuer_name(ca_name)
@@ -201,23 +218,30 @@ def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(usage(sign=False, ca=True), critical=True)
+        .add_extension(_key_usage(sign=False, ca=True), critical=True)
         .add_extension(
             x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
+
+
+def _signer_certificate(instance: str, key: Any, ca: Any, ca_key: Any, now: dt.datetime) -> Any:
+    """The ES256 signing certificate (825 days) for ``key``, issued by the instance's CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return (
         x509.CertificateBuilder()
-        .subject_name(name(f"{instance[:40]} imagine-bot signer"))
-        .issuer_name(ca_name)
+        .subject_name(_x509_name(f"{instance[:40]} imagine-bot signer"))
+        .issuer_name(ca.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=825))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(usage(sign=True, ca=False), critical=True)
+        .add_extension(_key_usage(sign=True, ca=False), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
         )
@@ -227,12 +251,18 @@ def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
+
+
+def _write_signing_keys(keys_dir: Path, ca: Any, leaf: Any, key: Any) -> None:
+    """The CA certificate, the chain (leaf + CA) and the leaf's private key (mode 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = serialization.Encoding.PEM
     try:
         keys_dir.mkdir(parents=True, exist_ok=True)
         (keys_dir / CA_CERT).write_bytes(ca.public_bytes(pem))
-        chain_path.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        (keys_dir / SIGNER_CERT).write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+        fd = os.open(keys_dir / SIGNER_KEY, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(
                 key.private_bytes(
@@ -244,8 +274,6 @@ def ensure_signing_keys(keys_dir: Path, instance: str) -> tuple[Path, Path]:
             f"cannot write the signing keys to {keys_dir}: {exc.strerror}; "
             "make the folder writable or set provenance.c2pa = false"
         ) from None
-    log.info("created C2PA signing certificate in %s", keys_dir)
-    return chain_path, key_path
 
 
 class C2paSigner:
@@ -482,8 +510,28 @@ async def lookup(
     trust = _store_ca(store)
     sha, detection, tiles, metadata = await asyncio.to_thread(_inspect, image, key, trust)
     result = LookupResult(detection, metadata, sha, tiles=tiles)
+    candidates = await _candidates(store, sha, detection, tiles, metadata)
+    # A text chunk anyone can write: reported as a claim, never used to name anyone.
+    meta_job = (metadata.get("imagine_bot") or {}).get("job_id")
+    result.metadata_claim = str(meta_job) if meta_job else None
+    await _match_job(store, result, candidates)
+    if result.job is None:
+        return result
+    if result.image is None:
+        await _find_image(store, result)
+    await _add_history(store, result)
+    return result
 
-    candidates: list[tuple[str, Any, str]] = []  # (job_id, image row or None, how)
+
+async def _candidates(
+    store: Any,
+    sha: str | None,
+    detection: watermark.Detection,
+    tiles: list[watermark.TileDetection],
+    metadata: dict[str, Any],
+) -> list[tuple[str, Any, str]]:
+    """(job_id, image row or None, how) for every piece of unforgeable evidence, strongest first."""
+    candidates: list[tuple[str, Any, str]] = []
     if sha:
         for row in await _fetchall(store, "SELECT * FROM images WHERE sha256 = ?", (sha,)):
             candidates.append((row["job_id"], row, "sha256"))
@@ -508,10 +556,13 @@ async def lookup(
     if signed.get("ours") and isinstance(signed.get("claim"), dict):
         if signed["claim"].get("job_id"):
             candidates.append((str(signed["claim"]["job_id"]), None, "c2pa"))
-    # A text chunk anyone can write: reported as a claim, never used to name anyone.
-    meta_job = (metadata.get("imagine_bot") or {}).get("job_id")
-    result.metadata_claim = str(meta_job) if meta_job else None
+    return candidates
 
+
+async def _match_job(
+    store: Any, result: LookupResult, candidates: list[tuple[str, Any, str]]
+) -> None:
+    """The first candidate that is a stored job names it; later other jobs are listed."""
     seen: list[str] = []
     for job_id, row, how in candidates:
         if job_id in seen:
@@ -526,24 +577,33 @@ async def lookup(
                 result.image = _image_dict(row)
         elif job_id != result.job["id"]:
             result.other_candidates.append(job_id)
-    if result.job is None:
-        return result
-    job_id = result.job["id"]
-    if result.image is None and tiles:
+
+
+async def _find_image(store: Any, result: LookupResult) -> None:
+    """Which of the job's images it is, when no image row matched: a grid, or the mark's slot."""
+    assert result.job is not None
+    detection, tiles = result.detection, result.tiles
+    if tiles:
         result.image = {
             "grid": True,
             "path": result.job.get("grid_path"),
             "tiles": [tile.position for tile in tiles],
         }
-    elif result.image is None and detection.valid and detection.payload is not None:
+    elif detection.valid and detection.payload is not None:
         _, slot = watermark.split_payload(detection.payload)
         rows = await _fetchall(
-            store, "SELECT * FROM images WHERE job_id = ? AND idx = ?", (job_id, slot)
+            store, "SELECT * FROM images WHERE job_id = ? AND idx = ?", (result.job["id"], slot)
         )
         if rows:
             result.image = _image_dict(rows[0])
         elif slot == watermark.GRID_SLOT:  # grids marked as a whole, before tiled marks
             result.image = {"grid": True, "path": result.job.get("grid_path")}
+
+
+async def _add_history(store: Any, result: LookupResult) -> None:
+    """The job's parents (up to 20), children and moderation (audit) rows."""
+    assert result.job is not None
+    job_id = result.job["id"]
     parent = result.job.get("parent_job_id")
     while parent and len(result.lineage) < 20:
         rows = await _fetchall(store, "SELECT * FROM jobs WHERE id = ?", (parent,))
@@ -562,13 +622,12 @@ async def lookup(
         store, "SELECT * FROM audit_log WHERE job_id = ? ORDER BY at", (job_id,)
     ):
         entry = dict(row)
-        for key in ("categories", "evidence"):
+        for field_name in ("categories", "evidence"):
             try:
-                entry[key] = json.loads(entry[key])
+                entry[field_name] = json.loads(entry[field_name])
             except (TypeError, ValueError):
                 pass
         result.moderation.append(entry)
-    return result
 
 
 def _tile_seqs(tiles: list[watermark.TileDetection]) -> list[int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from generation.errors import UserInputError
+from generation.errors import UserInputError, first_line
 
 
 class ModerationUnavailable(UserInputError):
@@ -39,7 +39,7 @@ def check_nsfw_model(model_path: Path | None) -> str | None:
             if model_path
             else "reinstall it: pip install --force-reinstall --no-deps 'nudenet>=3.4,<4'"
         )
-        return f"the NudeNet NSFW model {path} does not load ({_first_line(exc)}); {fix}"
+        return f"the NudeNet NSFW model {path} does not load ({first_line(exc)}); {fix}"
     return None
 
 
@@ -54,7 +54,7 @@ def check_watermark(settings: Any) -> str | None:
         key = key_for_settings(settings)
         marked = watermark.embed_verified(image, watermark.payload_for(0, 0), key)
     except Exception as exc:  # noqa: BLE001 - an unmarked image would be untraceable
-        return f"the watermark does not work ({_first_line(exc)}); run `imagine-bot doctor`"
+        return f"the watermark does not work ({first_line(exc)}); run `imagine-bot doctor`"
     if not marked.verified:
         return "the watermark does not read back from a test image; run `imagine-bot doctor`"
     return None
@@ -67,7 +67,7 @@ def check_gate() -> str | None:
     try:
         decision = check_prompt(GATE_PROBE)
     except Exception as exc:  # noqa: BLE001 - prompts would go unchecked
-        return f"the prompt gate's word lists do not load ({_first_line(exc)}); reinstall imagine-bot"
+        return f"the prompt gate's word lists do not load ({first_line(exc)}); reinstall imagine-bot"
     if not decision.blocked:
         return "the prompt gate lets an explicit probe prompt through; its word lists are damaged"
     return None
@@ -83,8 +83,3 @@ def require_all(settings: Any) -> None:
     ):
         if problem:
             raise ModerationUnavailable(f"cannot start: {problem}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -392,7 +392,6 @@ def is_common_word(word: str) -> bool:
     english = [word, word[:-1]] if word.endswith("s") and len(word) > 4 else [word]
     if any(zipf_frequency(w, "en", wordlist="small") >= COMMON_ZIPF_EN for w in english):
         return True  # plurals too: "tutus"
-        return True
     return any(
         zipf_frequency(word, lang, wordlist="small") >= COMMON_ZIPF_OTHER
         for lang in COMMON_LANGUAGES

@@ -1,6 +1,6 @@
 """Invisible watermark: an 18-bit payload plus a 24-bit keyed tag, tiled over every image.
 
-Why this design (figures from ``python bench/watermark.py``):
+Why this design (figures from ``python -m bench.watermark``):
 
 * **Keyed.** Every pattern and the check bits come from the instance's secret
   (``moderation/watermark_key.py``): a valid mark cannot be minted without the key, and the
@@ -33,7 +33,7 @@ Why this design (figures from ``python bench/watermark.py``):
   and offset: one whitening, one fold and one small FFT, no search.
 * A job's grid is not marked itself: it is tiled from the job's already marked images, so each
   tile carries its own image's payload. ``detect_tiles`` reads a grid tile by tile, following
-  ``generation.engine.make_grid``'s layout; a tile cut out of a grid is simply a marked image.
+  ``generation.grid``'s layout; a tile cut out of a grid is simply a marked image.
 
 Weak spots (bench): fine random textures (grass, gravel) lose the mark after a 40 % crop about
 half the time; rotation is not searched (2 degrees loses the mark). A look-up of an unmarked
@@ -53,6 +53,7 @@ import scipy.fft as sfft
 from PIL import Image
 
 from generation.errors import UserInputError
+from generation.grid import grid_layout
 from moderation.watermark_key import WatermarkKey
 
 PAYLOAD_BITS = 18
@@ -619,17 +620,6 @@ class TileDetection:
             "box": list(self.box),
             **self.detection.to_dict(),
         }
-
-
-def grid_layout(count: int) -> tuple[int, int]:
-    """(columns, rows) of a grid of ``count`` images: ``generation.engine.make_grid``'s rule.
-
-    Repeated here (not imported) so reading a mark does not load torch; a test keeps both equal.
-    """
-    if count < 1:
-        raise ValueError(f"a grid needs at least one image, got {count}")
-    cols = math.ceil(math.sqrt(count))
-    return cols, math.ceil(count / cols)
 
 
 def grid_layouts(max_count: int = GRID_MAX_COUNT) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""``bench/gpu.py --quick`` runs on a CPU, so CI proves the GPU benchmark works before a GPU run.
+"""``python -m bench.gpu --quick`` runs on a CPU, so CI proves the GPU benchmark works before a GPU run.
 
 Its figures mean nothing here (tiny random models); what is checked is that every section ran
 and the JSON holds what docs/operations.md tells the operator to read.

@@ -65,12 +65,6 @@ def test_torch_reports_device_and_fails_when_cuda_is_required_but_missing(tmp_pa
         assert auto.status == "warn" and "CPU" in auto.message
 
 
-def test_tiny_constant_matches_engine():
-    from generation.tiny import TINY_NAME
-
-    assert doctor.TINY_NAME == TINY_NAME
-
-
 # --- token ----------------------------------------------------------------------------------
 
 

@@ -387,11 +387,13 @@ def test_sdxl_single_file_loads_as_sdxl(
 
 
 def test_doctor_refuses_compile_without_a_c_compiler(monkeypatch: pytest.MonkeyPatch):
+    import shutil
+
     from bot import doctor
 
     settings = Settings(model={"name": "tiny", "compile": True})
     monkeypatch.delenv("CC", raising=False)
-    monkeypatch.setattr(doctor.shutil, "which", lambda _name: None)  # a slim image: no cc
+    monkeypatch.setattr(shutil, "which", lambda _name: None)  # a slim image: no cc
     check = doctor.check_compile(settings)
     assert check is not None and check.status == "fail"
     assert "C compiler" in check.message and "model.compile=false" in check.fix

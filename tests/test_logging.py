@@ -15,7 +15,6 @@ from generation.logging_setup import (
     REDACTED,
     Redactor,
     job_context,
-    loggable_prompt,
     setup_logging,
 )
 
@@ -148,13 +147,6 @@ def test_prompt_hidden_unless_admin_enables_it(capture):
     log.info("queued", extra={"prompt": "a secret birthday cake for Alice"})
     (entry,) = (json.loads(line) for line in lines(buf))
     assert entry["prompt"] == "a secret birthday cake for Alice"
-
-
-def test_loggable_prompt_follows_setting():
-    assert "Alice" not in loggable_prompt("cake for Alice", Settings())
-    assert (
-        loggable_prompt("cake for Alice", Settings(ops={"log_prompts": True})) == "cake for Alice"
-    )
 
 
 def test_setup_replaces_its_own_handler_and_sets_level(capture):

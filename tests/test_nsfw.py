@@ -14,7 +14,6 @@ from moderation.nsfw import (
     ImageScan,
     NsfwDetector,
     check_image,
-    check_image_async,
     decide_image,
     scan_image,
 )
@@ -72,11 +71,6 @@ def test_detector_is_loaded_once_across_threads(monkeypatch: pytest.MonkeyPatch)
     instances = asyncio.run(grab())
     assert all(i is instances[0] for i in instances)
     assert len(built) == 1
-
-
-async def test_async_check_runs_off_the_loop(astronaut: Image.Image) -> None:
-    d = await check_image_async(astronaut)
-    assert d.allowed and d.details["faces"] == 1
 
 
 # --- the decision, given detections -----------------------------------------------------------

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.errors import UserInputError
 from generation.eta import CostModel, Estimate, EtaEstimator
 from generation.scheduler import Entry, Scheduler
 
@@ -19,7 +18,7 @@ class Queue:
     """A scheduler plus a job-name counter, so scenarios read like the order they expect."""
 
     def __init__(self, **kwargs) -> None:
-        self.s = Scheduler(max_queued_per_user=1000, **kwargs)
+        self.s = Scheduler(**kwargs)
         self.seq = itertools.count(1)
         self.per_user: dict[str, int] = {}
 
@@ -115,26 +114,6 @@ def test_per_guild_fifo_keeps_fair_share_between_guilds() -> None:
     assert q.run() == ["a1", "c1", "a2", "d1", "b1", "c2", "b2", "d2"]
 
 
-def test_switching_mode_at_runtime_reorders_the_queue() -> None:
-    q = Queue()
-    q.add("a", n=3)
-    q.add("b", n=1)
-    q.s.set_mode("fifo")
-    assert q.run() == ["a1", "a2", "a3", "b1"]
-
-
-def test_queued_cap_refuses_with_the_count() -> None:
-    s = Scheduler(max_queued_per_user=2)
-    for i in range(2):
-        s.check_cap(7)
-        s.push(Entry(f"j{i}", 7, 1, 1.0, i))
-    with pytest.raises(UserInputError, match="you already have 2 jobs queued.*limit is 2"):
-        s.check_cap(7)
-    s.check_cap(8)  # other users are unaffected
-    s.remove("j0")
-    s.check_cap(7)
-
-
 def test_running_cap_skips_a_user_while_others_wait() -> None:
     s = Scheduler(max_running_per_user=1)
     s.push(Entry("b0", 2, 1, 1.0, 0))
@@ -214,7 +193,7 @@ def test_rejects_nonsense_entries() -> None:
 
 
 def test_ten_thousand_jobs_from_a_thousand_users_all_come_out_fairly() -> None:
-    s = Scheduler(max_queued_per_user=10)
+    s = Scheduler()
     for seq in range(10_000):
         s.push(Entry(f"j{seq}", seq % 1000, seq % 7, 1.0, seq))
     first_round = set()
@@ -246,7 +225,7 @@ jobs_strategy = st.lists(
 @settings(max_examples=60, deadline=None)
 @given(jobs_strategy)
 def test_property_order_matches_picks_and_is_fifo_per_user(jobs) -> None:
-    s = Scheduler(max_queued_per_user=100, max_running_per_user=100)
+    s = Scheduler(max_running_per_user=100)
     for seq, (user, _guild, cost, weight) in enumerate(jobs):
         # A user's jobs keep their order within a guild (each guild queues its own users).
         s.push(Entry(f"j{seq}", user, user % 3, cost, seq, weight))
@@ -264,7 +243,7 @@ def test_property_order_matches_picks_and_is_fifo_per_user(jobs) -> None:
 @settings(max_examples=60, deadline=None)
 @given(jobs_strategy, st.lists(st.floats(0.1, 10.0), min_size=40, max_size=40))
 def test_property_eta_never_increases_as_jobs_ahead_finish(jobs, speeds) -> None:
-    s = Scheduler(max_queued_per_user=100)
+    s = Scheduler()
     for seq, (user, guild, cost, weight) in enumerate(jobs):
         s.push(Entry(f"j{seq}", user, guild, cost, seq, weight))
     model = CostModel(1.0)
@@ -285,7 +264,7 @@ def test_property_eta_never_increases_as_jobs_ahead_finish(jobs, speeds) -> None
 
 
 def test_eta_may_grow_when_a_newcomer_is_put_ahead() -> None:
-    s = Scheduler(max_queued_per_user=100)
+    s = Scheduler()
     for seq in range(4):
         s.push(Entry(f"a{seq}", 1, 1, 1.0, seq))
     eta = EtaEstimator(s, CostModel(2.0))
@@ -319,14 +298,13 @@ def _full_simulation(s: Scheduler) -> list[Entry]:
 ops_strategy = st.lists(
     st.tuples(
         # Mostly pushes and picks, so queues grow and tags carry history; now and then a
-        # cancel, a finished job or a mode switch.
-        st.sampled_from(["push"] * 8 + ["pick"] * 3 + ["remove", "finish", "mode"]),
+        # cancel or a finished job.
+        st.sampled_from(["push"] * 8 + ["pick"] * 3 + ["remove", "finish"]),
         st.integers(0, 6),  # user
         st.sampled_from([0, 1, 2, None]),  # guild (None: a DM)
         st.sampled_from([0.1, 0.3, 0.5, 1.0, 2.0, 4.0]),  # cost: inexact sums included
         st.sampled_from([0.5, 1.0, 2.0, 3.0]),  # weight
         st.integers(0, 100),  # which queued/running job to cancel/finish
-        st.sampled_from(["fair", "fifo"]),  # mode to switch to (the instance or guild 0/1)
     ),
     min_size=10,
     max_size=60,
@@ -346,13 +324,11 @@ def test_property_cheap_order_equals_a_full_simulation(
     ops, mode, fifo_guilds, guild_weights, max_running, max_queued
 ) -> None:
     s = Scheduler(mode=mode, fifo_guilds=fifo_guilds, guild_weights=dict(enumerate(guild_weights)),
-                  max_running_per_user=max_running, max_queued_per_user=max_queued)
+                  max_running_per_user=max_running)
     seq = itertools.count()
-    for kind, user, guild, cost, weight, which, new_mode in ops:
+    for kind, user, guild, cost, weight, which in ops:
         if kind == "push":
-            try:
-                s.check_cap(user)
-            except UserInputError:
+            if s.queued_for_user(user) >= max_queued:
                 continue
             n = next(seq)
             s.push(Entry(f"j{n}", user, guild, cost, n, weight))
@@ -363,8 +339,6 @@ def test_property_cheap_order_equals_a_full_simulation(
             s.pick()
         elif kind == "finish" and s.running:
             s.finished(s.running[which % len(s.running)].job_id)
-        elif kind == "mode":
-            s.set_mode(new_mode, guild_id=[None, 0, 1][which % 3])
         # Tags, idle credit and stale heap items now carry history: compare after every step.
         expected = [e.job_id for e in _full_simulation(s)]
         assert [e.job_id for e in s.order()] == expected
@@ -399,7 +373,7 @@ def test_order_refuses_to_go_on_after_the_queue_changed() -> None:
 
 
 def test_promises_of_started_jobs_do_not_pile_up_without_full_passes() -> None:
-    s = Scheduler(max_queued_per_user=1000)
+    s = Scheduler()
     eta = EtaEstimator(s, CostModel(1.0))
     for seq in range(1000):  # submit, estimate (as the worker does), start: no /queue ever
         s.push(Entry(f"j{seq}", seq % 3, 1, 1.0, seq))

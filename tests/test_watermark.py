@@ -237,7 +237,7 @@ def test_cli_bad_input_gets_a_clear_error(tmp_path: Path, capsys, instance):
 
 
 def test_grid_layouts_follow_make_grid():
-    from generation.engine import make_grid
+    from generation.grid import make_grid
 
     for count in range(2, 10):
         grid = make_grid([Image.new("RGB", (30, 20))] * count)
