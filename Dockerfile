@@ -37,6 +37,7 @@ RUN pip install "torch==${TORCH_VERSION}" --index-url "https://download.pytorch.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bot ./bot
+COPY core ./core
 COPY generation ./generation
 COPY moderation ./moderation
 # A plain (non-editable) install without the dev extra: no pytest, ruff or hadolint in the image.

@@ -154,9 +154,9 @@ async def run_burst(
     from bot.client import start_bot, stop_bot
     from bot.runner import make_postprocess, settle_heap
     from bot.services import Services
-    from generation.config import Settings
+    from core.config import Settings
+    from core.store import Store
     from generation.engine import Engine
-    from generation.store import Store
     from generation.worker import Worker
 
     loop = asyncio.get_running_loop()

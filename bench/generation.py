@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from generation.config import Settings
+from core.config import Settings
 from generation.engine import Engine
 from generation.loading import pick_device, pick_dtype, prepare
 from generation.request import GenerationRequest

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from bench.generation import SD15_UNET, random_pipeline
-from generation.config import TINY_NAMES, Settings
+from core.config import TINY_NAMES, Settings
 from generation.engine import Engine, tile_layout
 from generation.loading import compile_unet, prepare, set_vae_dtype
 from generation.request import GenerationRequest

@@ -20,8 +20,8 @@ import statistics
 import time
 from types import SimpleNamespace
 
-from generation import metrics
-from generation.jobs import JobStatus
+from core import metrics
+from core.jobs import JobStatus
 from generation.scheduler import Entry, Scheduler
 
 

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from generation.config import Settings
+from core.config import Settings
+from core.grid import make_grid
+from core.jobs import Job, JobKind
 from generation.engine import GenerationResult
-from generation.grid import make_grid
-from generation.jobs import Job, JobKind
 from generation.request import GenerationRequest
 from moderation import deepfake, provenance, watermark
 from moderation.nsfw import NsfwDetector

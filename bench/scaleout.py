@@ -26,10 +26,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from generation.config import Settings
+from core.config import Settings
+from core.store import Store
 from generation.remote.dispatcher import RemoteWorker
 from generation.request import GenerationRequest, ModelDefaults, resolve
-from generation.store import Store
 from generation.worker import NullListener
 from tests.redis_server import RedisServer, start_worker
 

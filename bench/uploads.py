@@ -15,8 +15,8 @@ import time
 
 from PIL import Image
 
-from generation.errors import UserInputError
-from generation.images import load_image
+from core.errors import UserInputError
+from core.images import load_image
 
 MODEL_PIXELS = 1024 * 1024
 

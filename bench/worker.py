@@ -41,10 +41,10 @@ from typing import Any
 
 import torch
 
-from generation.config import Settings
+from core.config import Settings
+from core.store import Store
 from generation.engine import Engine
 from generation.request import GenerationRequest
-from generation.store import Store
 from generation.worker import Worker, leave_a_core_for_the_pipeline, save_pngs
 
 

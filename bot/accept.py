@@ -31,15 +31,15 @@ import discord
 
 from bot.replies import BANNED, GENERIC_ERROR, NO_WORKER, reply_error
 from bot.views import DYNAMIC_ITEMS, handle_modal_submit
+from core.errors import UserInputError
+from core.store import AcceptedInteraction
 from generation.admission import RateLimiter
-from generation.errors import UserInputError
-from generation.store import AcceptedInteraction
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot
     from bot.services import Services
     from bot.settings_store import GuildSettingsStore
-    from generation.store import Store
+    from core.store import Store
 
 log = logging.getLogger(__name__)
 

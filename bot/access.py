@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from generation.errors import UserInputError
-from generation.jobs import Job
+from core.errors import UserInputError
+from core.jobs import Job
 
 
 def is_moderator(actor: Any) -> bool:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,9 +25,9 @@ from bot.replies import GENERIC_ERROR, reply_error
 from bot.settings_store import GuildSettingsStore, UserSettingsStore
 from bot.submit import Submitter
 from bot.views import DYNAMIC_ITEMS
-from generation import metrics, retention
+from core import metrics, retention
+from core.errors import UserInputError
 from generation.admission import RateLimiter
-from generation.errors import UserInputError
 
 if TYPE_CHECKING:
     from bot.services import Services

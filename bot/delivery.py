@@ -36,11 +36,11 @@ import discord
 from PIL import Image
 
 from bot.views import result_view
-from generation.jobs import ImageRecord, Job, JobStatus
-from generation.metrics import energy_text
+from core.jobs import ImageRecord, Job, JobStatus
+from core.metrics import energy_text
 
 if TYPE_CHECKING:
-    from generation.store import Store
+    from core.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from bot import gate
 from bot.access import require_access
 from bot.params import PromptParams
 from bot.replies import BANNED
-from generation.errors import UserInputError
-from generation.images import load_image
-from generation.jobs import Job, JobStatus
+from core.errors import UserInputError
+from core.images import load_image
+from core.jobs import Job, JobStatus
 from generation.request import GenerationRequest
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ async def parent_image(submitter: Submitter, parent: Job, index: int) -> Any:
         raise UserInputError(f"job {parent.id} has no image {index + 1}")
     if record.blocked:
         raise UserInputError(f"image {index + 1} of job {parent.id} was withheld by moderation")
-    if parent.delivery.get("files_expired"):  # generation/retention.py
+    if parent.delivery.get("files_expired"):  # core/retention.py
         raise UserInputError(
             f"the images of job {parent.id} were deleted ({parent.delivery['files_expired']})"
         )

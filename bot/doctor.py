@@ -26,6 +26,8 @@ import re
 import sys
 from dataclasses import asdict
 
+from core.config import Settings, load_settings
+from core.errors import UserInputError
 from generation.checks import (
     Check,
     check_compile,
@@ -33,8 +35,6 @@ from generation.checks import (
     check_model,
     check_torch,
 )
-from generation.config import Settings, load_settings
-from generation.errors import UserInputError
 from generation.store_checks import check_data_dir, check_database, check_disk
 from moderation.checks import check_nudenet, check_watermark
 

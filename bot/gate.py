@@ -24,9 +24,9 @@ from moderation.prompt_gate import check_prompt
 if TYPE_CHECKING:
     from PIL import Image
 
-    from generation.config import Settings
-    from generation.jobs import Job
-    from generation.store import Store
+    from core.config import Settings
+    from core.jobs import Job
+    from core.store import Store
 
 log = logging.getLogger(__name__)
 

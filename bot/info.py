@@ -18,13 +18,13 @@ from bot.delivery import (
 from bot.progress import duration_text
 from bot.replies import defer_thinking, reply_error
 from bot.views import result_view
-from generation import metrics
-from generation.errors import UserInputError
-from generation.jobs import JobStatus
+from core import metrics
+from core.errors import UserInputError
+from core.jobs import JobStatus
 
 if TYPE_CHECKING:
     from bot.accept import Acceptor
-    from generation.store import Store
+    from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ async def stats_text(store: Store, worker: Any, guild_id: int | None) -> str:
     """/stats: images made here and in all, the queue, the GPU and its energy per image.
 
     The energy is the GPU's own counter (NVML) where the hardware has one, read around each
-    GPU batch (``generation.metrics.gpu_energy``), so idle time and other processes between
+    GPU batch (``core.metrics.gpu_energy``), so idle time and other processes between
     batches are not charged to our images."""
     total = await count_images(store)
     here = await count_images(store, guild_id) if guild_id is not None else total

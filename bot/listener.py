@@ -19,10 +19,10 @@ from bot.progress import progress_text, queue_text
 if TYPE_CHECKING:
     from bot.delivery import Delivery
     from bot.progress import ProgressEditor
-    from generation.config import Settings
+    from core.config import Settings
+    from core.jobs import ImageRecord, Job
+    from core.store import Store
     from generation.eta import Estimate
-    from generation.jobs import ImageRecord, Job
-    from generation.store import Store
 
 log = logging.getLogger(__name__)
 

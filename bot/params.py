@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 MAX_SEED = 2**32 - 1
 QUALITY_VALUES = (0.25, 0.5, 1.0, 2.0)

@@ -22,7 +22,7 @@ from PIL import Image
 from bot.delivery import token_alive
 
 if TYPE_CHECKING:
-    from generation.jobs import Job
+    from core.jobs import Job
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import gc
 import logging
 import signal
 
-from generation.config import Settings, load_settings
-from generation.errors import UserInputError
+from core.config import Settings, load_settings
+from core.errors import UserInputError
 from moderation.readiness import require_all
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,11 @@ async def run(settings: Settings, *, sync_commands: bool = True) -> None:
     from bot.client import start_bot, stop_bot
     from bot.doctor import preflight
     from bot.services import Services
+    from core.logging_setup import setup_logging
+    from core.metrics import start_metrics_server
+    from core.private_files import private_umask, secure_data_dir
+    from core.store import Store
     from generation.engine import Engine
-    from generation.logging_setup import setup_logging
-    from generation.metrics import start_metrics_server
-    from generation.private_files import private_umask, secure_data_dir
-    from generation.store import Store
     from generation.worker import Worker
 
     private_umask()  # everything the bot writes is owner-only, whatever the admin's umask

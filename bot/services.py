@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from generation.config import Settings
-from generation.store import Store
+from core.config import Settings
+from core.store import Store
 
 
 @dataclass

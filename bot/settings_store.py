@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 if TYPE_CHECKING:
-    from generation.store import Store
+    from core.store import Store
 
 
 class UserDefaults(BaseModel):

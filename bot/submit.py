@@ -20,14 +20,14 @@ from bot.access import is_nsfw
 from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
 from bot.replies import BANNED, NO_WORKER, reply_error
 from bot.uploads import read_upload
-from generation.errors import UserInputError
+from core.errors import UserInputError
 from generation.request import GenerationRequest
 
 if TYPE_CHECKING:
     from bot.accept import Acceptor
     from bot.services import Services
     from bot.settings_store import GuildSettingsStore, UserSettingsStore
-    from generation.jobs import Job
+    from core.jobs import Job
 
 
 class Submitter:

@@ -1,6 +1,6 @@
 """Images users attach, checked in order of cost: what Discord tells us (size, type, pixel
 dimensions) before downloading, the file's header before decoding, then a bounded decode
-straight to the model's size (``generation.images.decode_upload``).
+straight to the model's size (``core.images.decode_upload``).
 
 The cap slot is already reserved when this runs (``bot/accept.py``), so a user over their cap
 never makes the bot download or decode anything.
@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from generation.errors import UserInputError
-from generation.images import decode_upload
+from core.errors import UserInputError
+from core.images import decode_upload
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from generation.config import Settings
+    from core.config import Settings
 
 # Pillow format name -> the content type Discord reports for it.
 CONTENT_TYPES = {

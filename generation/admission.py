@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 # A reservation nobody converted or released within this long is dropped (a crashed handler
 # must not hold a user's slot forever).

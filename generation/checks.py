@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from generation.config import SINGLE_FILE_SUFFIXES, TINY_NAME, Settings
+from core.config import SINGLE_FILE_SUFFIXES, TINY_NAME, Settings
 
 Status = Literal["ok", "warn", "fail"]
 

@@ -90,7 +90,7 @@ def _output_args(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from generation.config import load_settings
+    from core.config import load_settings
 
     model: dict[str, Any] = {}
     if args.model:
@@ -187,7 +187,7 @@ def _report(
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from generation.images import load_image
+    from core.images import load_image
     from generation.request import GenerationRequest
 
     init = load_image(args.init, what="init image") if args.init else None
@@ -236,7 +236,7 @@ def _stored_prompt(path: str) -> tuple[str, str]:
 
 
 def _parent(args: argparse.Namespace, image_path: str, fallback: str | None):
-    from generation.errors import UserInputError
+    from core.errors import UserInputError
     from generation.request import GenerationRequest
 
     prompt, negative = _stored_prompt(image_path)
@@ -249,7 +249,7 @@ def _parent(args: argparse.Namespace, image_path: str, fallback: str | None):
 
 
 def _upscale(args: argparse.Namespace) -> int:
-    from generation.images import load_image
+    from core.images import load_image
 
     image = load_image(args.image, what="image to upscale")
     parent = _parent(args, args.image, fallback="high quality, detailed")
@@ -264,7 +264,7 @@ def _upscale(args: argparse.Namespace) -> int:
 
 
 def _vary(args: argparse.Namespace) -> int:
-    from generation.images import load_image
+    from core.images import load_image
 
     image = load_image(args.image, what="image to vary")
     parent = _parent(args, args.image, fallback=None)

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from generation.config import Settings
-from generation.errors import JobCancelled, OutOfMemory, UserInputError
-from generation.grid import make_grid
+from core.config import Settings
+from core.errors import JobCancelled, OutOfMemory, UserInputError
+from core.grid import make_grid
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
 from generation.request import MAX_SEED, GenerationRequest, infotext, resolve
 

@@ -28,14 +28,14 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 
-from generation.config import (
+from core.config import (
     SINGLE_FILE_SUFFIXES,
     TINY_NAME,
     TINY_NAMES,
     TINY_SDXL_NAME,
     ModelSettings,
 )
-from generation.errors import UserInputError
+from core.errors import UserInputError
 from generation.request import ModelDefaults
 from generation.tiny import build_tiny
 

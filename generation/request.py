@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 KINDS = ("imagine", "variation", "upscale", "reroll")
 # Request scheduler name -> A1111 "Sampler" name (what people paste into other tools).
@@ -100,7 +100,7 @@ class GenerationRequest:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> GenerationRequest:
         """Rebuild a request from ``to_params()`` output (the init image is re-read from its file)."""
-        from generation.images import load_image
+        from core.images import load_image
 
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(params) - names)
@@ -263,7 +263,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
     if req.init_image is not None:
         if not isinstance(req.init_image, Image.Image):
             raise UserInputError(
-                "init image must be an image (load it with generation.images.load_image)"
+                "init image must be an image (load it with core.images.load_image)"
             )
         if strength <= 0.0:
             raise UserInputError("strength must be above 0 (up to 1.0) when an init image is given")

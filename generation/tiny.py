@@ -30,7 +30,7 @@ from transformers import (
     CLIPTokenizer,
 )
 
-from generation.config import TINY_SDXL_NAME
+from core.config import TINY_SDXL_NAME
 
 INIT_SEED = 0
 TEXT_DIM = 32

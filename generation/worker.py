@@ -34,12 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from generation import metrics
-from generation.admission import Admission, Reservation
-from generation.config import Settings, usable_cores
-from generation.errors import JobCancelled, OutOfMemory, UserInputError
-from generation.eta import CostModel, Estimate, EtaEstimator
-from generation.jobs import (
+from core import metrics
+from core.config import Settings, usable_cores
+from core.errors import JobCancelled, OutOfMemory, UserInputError
+from core.jobs import (
     ImageRecord,
     Job,
     JobBlocked,
@@ -49,9 +47,11 @@ from generation.jobs import (
     ProcessedImage,
     new_job_id,
 )
-from generation.logging_setup import bind_job_id, job_context
+from core.logging_setup import bind_job_id, job_context
+from core.store import Recovery, Store
+from generation.admission import Admission, Reservation
+from generation.eta import CostModel, Estimate, EtaEstimator
 from generation.scheduler import Entry, Scheduler
-from generation.store import Recovery, Store
 
 if TYPE_CHECKING:
     from generation.engine import Engine, GenerationResult, ProgressEvent

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from generation import metrics
-from generation.errors import UserInputError
+from core import metrics
+from core.errors import UserInputError
 from moderation.decision import Decision
 
 STAGES = ("prompt", "input_image", "output_image", "button")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.errors import UserInputError, first_line
 from generation.checks import Check
-from generation.errors import UserInputError, first_line
 
 
 def check_watermark(keys_dir: Path | None = None) -> Check:

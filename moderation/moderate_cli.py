@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from generation.config import load_settings
+    from core.config import load_settings
     from moderation.decision import combine
     from moderation.policy import Policy, make_policy
 
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     decisions = []
     scan = None
     if args.image is not None:
-        from generation.images import load_image
+        from core.images import load_image
         from moderation.nsfw import check_image, scan_image
 
         scan = scan_image(load_image(args.image, what="image to check"))

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from generation.config import usable_cores
+from core.config import usable_cores
 
 MAX_THREADS = 4
 CUDA = "CUDAExecutionProvider"

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import regex
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ watermark so the mark covers it; the metadata is written last so the file's hash
 Payloads are derived from the job (``watermark.payload_for(job.seq, index)``), so no image row
 has to exist before embedding.
 
-The grid is tiled (``generation.grid.make_grid``) from the images exactly as delivered:
+The grid is tiled (``core.grid.make_grid``) from the images exactly as delivered:
 labelled, then marked. It gets no mark of its own (an embed and a verify fewer per job, ~0.35 s
 of CPU): each tile carries its image's payload, which ``watermark.detect_tiles`` reads back, and
 a tile cropped out of the grid is that image. Nor does it get a badge of its own: every tile
@@ -30,8 +30,8 @@ from typing import Any
 
 from PIL import Image
 
-from generation.grid import make_grid
-from generation.jobs import Job, JobBlocked, Processed, ProcessedImage
+from core.grid import make_grid
+from core.jobs import Job, JobBlocked, Processed, ProcessedImage
 from moderation import watermark
 from moderation.deepfake import check_output
 from moderation.label import add_label

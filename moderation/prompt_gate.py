@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import regex
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 from moderation import deepfake
 from moderation.decision import Decision, combine
 from moderation.policy import Policy

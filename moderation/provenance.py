@@ -36,9 +36,9 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from generation.errors import UserInputError
-from generation.images import load_image
-from generation.metrics import energy_text
+from core.errors import UserInputError
+from core.images import load_image
+from core.metrics import energy_text
 from moderation import watermark
 from moderation.watermark_key import KEY_FILE, WatermarkKey, load_or_create_key
 

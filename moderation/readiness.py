@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from generation.errors import UserInputError, first_line
+from core.errors import UserInputError, first_line
 
 
 class ModerationUnavailable(UserInputError):

@@ -33,7 +33,7 @@ Why this design (figures from ``python -m bench.watermark``):
   and offset: one whitening, one fold and one small FFT, no search.
 * A job's grid is not marked itself: it is tiled from the job's already marked images, so each
   tile carries its own image's payload. ``detect_tiles`` reads a grid tile by tile, following
-  ``generation.grid``'s layout; a tile cut out of a grid is simply a marked image.
+  ``core.grid``'s layout; a tile cut out of a grid is simply a marked image.
 
 Weak spots (bench): fine random textures (grass, gravel) lose the mark after a 40 % crop about
 half the time; rotation is not searched (2 degrees loses the mark). A look-up of an unmarked
@@ -52,8 +52,8 @@ import numpy as np
 import scipy.fft as sfft
 from PIL import Image
 
-from generation.errors import UserInputError
-from generation.grid import grid_layout
+from core.errors import UserInputError
+from core.grid import grid_layout
 from moderation.watermark_key import WatermarkKey
 
 PAYLOAD_BITS = 18

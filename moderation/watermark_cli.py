@@ -7,7 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _instance_key(args: argparse.Namespace):  # noqa: ANN202 - WatermarkKey, imported lazily
     """The instance's watermark key (``settings.keys_dir``), created on first use."""
-    from generation.config import load_settings
+    from core.config import load_settings
     from moderation.watermark_key import key_for_settings
 
     return key_for_settings(load_settings(args.config))
 
 
 def _embed(args: argparse.Namespace) -> int:
-    from generation.images import load_image
+    from core.images import load_image
     from moderation import watermark
 
     payload = watermark.parse_payload(args.payload)
@@ -65,7 +65,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _detect(args: argparse.Namespace) -> int:
-    from generation.images import load_image
+    from core.images import load_image
     from moderation import watermark
 
     image = load_image(args.input, what="image")
@@ -95,8 +95,8 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 def _provenance(args: argparse.Namespace) -> int:
-    from generation.config import load_settings
-    from generation.store import Store
+    from core.config import load_settings
+    from core.store import Store
     from moderation.provenance import format_lookup, lookup
 
     db = args.db or load_settings(args.config).db_path

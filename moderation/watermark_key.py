@@ -16,7 +16,7 @@ import os
 import secrets
 from pathlib import Path
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 log = logging.getLogger(__name__)
 

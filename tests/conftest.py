@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generation.config import Settings
+from core.config import Settings
 
 
 @pytest.fixture(scope="session")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Settings
+from core.errors import UserInputError
+from core.store import Store
 from generation.admission import Admission, RateLimiter
-from generation.config import Settings
-from generation.errors import UserInputError
 from generation.request import GenerationRequest
-from generation.store import Store
 from generation.worker import Worker
 from tests.test_bot_e2e import Harness, _ephemeral_reply
 

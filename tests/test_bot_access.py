@@ -10,8 +10,8 @@ import discord
 import pytest
 
 from bot.access import in_scope, is_moderator, require_access
-from generation.errors import UserInputError
-from generation.jobs import Job, JobKind
+from core.errors import UserInputError
+from core.jobs import Job, JobKind
 
 A, B = 111, 222
 ALICE, BOB = 1, 2

@@ -13,7 +13,7 @@ from PIL import Image
 
 from bot import delivery
 from bot.progress import Throttle, progress_text, queue_text
-from generation.jobs import ImageRecord, Job, JobKind, JobStatus
+from core.jobs import ImageRecord, Job, JobKind, JobStatus
 
 
 def _noise_png(path: Path, side: int = 512) -> Path:

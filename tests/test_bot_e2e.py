@@ -17,9 +17,9 @@ from PIL import Image
 
 from bot.client import ImagineBot, start_bot, stop_bot
 from bot.services import Services
-from generation.config import Settings
-from generation.jobs import JobStatus
-from generation.store import Store
+from core.config import Settings
+from core.jobs import JobStatus
+from core.store import Store
 from generation.worker import Worker
 
 GRID_BUTTONS = 15  # U1-4, V1-4 subtle, V1-4 strong, reroll, remix, delete

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.params import KNOWN, PromptParams, parse_aspect_ratio, parse_prompt
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 
 def test_plain_prompt_has_no_parameters() -> None:

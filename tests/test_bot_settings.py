@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from bot.settings_store import GuildSettingsStore, UserDefaults, UserSettingsStore
-from generation.errors import UserInputError
-from generation.store import Store
+from core.errors import UserInputError
+from core.store import Store
 
 
 async def test_user_defaults_round_trip_and_preload(tmp_path: Path) -> None:

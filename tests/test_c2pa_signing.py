@@ -9,7 +9,7 @@ import c2pa
 from PIL import Image
 from skimage import data
 
-from generation.config import Settings
+from core.config import Settings
 from moderation.provenance import C2paSigner, ImageProvenance, encode_png, read_c2pa
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from generation.config import CONFIG_ENV, load_settings
-from generation.errors import UserInputError
+from core.config import CONFIG_ENV, load_settings
+from core.errors import UserInputError
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +76,7 @@ def test_unreadable_token_file_is_a_clear_error(tmp_path, monkeypatch) -> None:
 
 @pytest.mark.parametrize(("cores", "threads"), [(1, 2), (2, 2), (8, 4), (16, 8), (64, 16)])
 def test_postprocess_threads_default_to_half_the_cores(monkeypatch, cores, threads) -> None:
-    from generation import config
+    from core import config
 
     monkeypatch.setattr(config, "usable_cores", lambda: cores)
     assert load_settings().queue.postprocess_threads == threads

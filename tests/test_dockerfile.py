@@ -19,8 +19,8 @@ import pytest
 import tomllib
 import yaml
 
-from generation.config import load_settings
-from generation.metrics import Health, MetricsServer
+from core.config import load_settings
+from core.metrics import Health, MetricsServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -18,9 +18,9 @@ import pytest
 
 from bot import doctor
 from bot.cli import main
-from generation.config import Settings
-from generation.errors import UserInputError
-from generation.store import SCHEMA_VERSION, Store
+from core.config import Settings
+from core.errors import UserInputError
+from core.store import SCHEMA_VERSION, Store
 
 # Shaped like a bot token (base64 of a user id . timestamp . hmac); not a real one.
 GOOD_TOKEN = "MTIzNDU2Nzg5MDEyMzQ1Njc4OQ.GhIjKl.abcdefghijklmnopqrstuvwxyz0123456789AB"

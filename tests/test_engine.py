@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from core.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.engine import Engine, GenerationResult
-from generation.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.request import SCHEDULERS, GenerationRequest
 
 
@@ -373,7 +373,7 @@ def test_guidance_zero_runs_without_classifier_free_guidance(tiny_engine: Engine
 
 
 def test_local_diffusers_folder_loads_the_same_model(tiny_engine: Engine, tmp_path):
-    from generation.config import Settings
+    from core.config import Settings
 
     tiny_engine.txt2img.save_pretrained(tmp_path / "model")
     local = Engine.load(Settings(model={"name": str(tmp_path / "model"), "device": "cpu"}))
@@ -395,7 +395,7 @@ def test_family_defaults_from_the_model(tiny_engine: Engine):
 
 
 def test_missing_lora_file_is_a_clear_error(tmp_path):
-    from generation.config import Settings
+    from core.config import Settings
 
     settings = Settings(
         model={"name": "tiny", "device": "cpu", "lora": tmp_path / "style.safetensors"}
@@ -427,7 +427,7 @@ def test_tiny_weights_are_fixed_and_leave_the_global_rng_alone():
 
 
 def test_unloadable_model_folder_is_a_clear_error(tmp_path):
-    from generation.config import Settings
+    from core.config import Settings
 
     (tmp_path / "empty-model").mkdir()
     settings = Settings(model={"name": str(tmp_path / "empty-model"), "device": "cpu"})
@@ -473,7 +473,7 @@ def _write_lora(path) -> None:
 
 
 def test_lora_by_path_is_fused_into_the_shared_unet(tiny_engine: Engine, tmp_path):
-    from generation.config import Settings
+    from core.config import Settings
 
     lora = tmp_path / "style.safetensors"
     _write_lora(lora)

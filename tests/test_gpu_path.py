@@ -18,9 +18,9 @@ import pytest
 import torch
 from PIL import Image
 
-from generation.config import ModelSettings, Settings
+from core.config import ModelSettings, Settings
+from core.errors import OutOfMemory
 from generation.engine import TILE_OVERLAP, Engine, latents_preview, tile_layout
-from generation.errors import OutOfMemory
 from generation.loading import load_model, prepare, set_vae_dtype
 from generation.request import GenerationRequest
 from generation.tiny import build_tiny_pipeline, build_tiny_sdxl_pipeline
@@ -469,7 +469,7 @@ def second_card_visible(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
 
 
 def test_nvml_card_is_the_one_cuda_uses(second_card_visible: FakeNvml):
-    from generation.metrics import nvml_handle_for_cuda_device
+    from core.metrics import nvml_handle_for_cuda_device
 
     assert nvml_handle_for_cuda_device(second_card_visible) == 1
     second_card_visible.cards[1] = ("GPU-unknown", "00000000:3B:00.0")  # no UUID: the bus says
@@ -477,7 +477,7 @@ def test_nvml_card_is_the_one_cuda_uses(second_card_visible: FakeNvml):
 
 
 def test_energy_per_image_counts_only_generation(second_card_visible: FakeNvml):
-    from generation.metrics import GpuEnergy
+    from core.metrics import GpuEnergy
 
     meter = GpuEnergy()
     counter = second_card_visible.counter_mj
@@ -492,7 +492,7 @@ def test_energy_per_image_counts_only_generation(second_card_visible: FakeNvml):
 
 
 def test_energy_is_not_measured_without_nvml(monkeypatch: pytest.MonkeyPatch):
-    from generation.metrics import GpuEnergy
+    from core.metrics import GpuEnergy
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed
     meter = GpuEnergy()

@@ -7,8 +7,8 @@ import io
 import pytest
 from PIL import Image
 
-from generation.errors import UserInputError
-from generation.images import load_image
+from core.errors import UserInputError
+from core.images import load_image
 
 
 def _png(size=(32, 24), mode="RGB", color=(10, 20, 30)) -> bytes:
@@ -128,7 +128,7 @@ async def test_concurrent_uploads_decode_a_few_at_a_time(monkeypatch) -> None:
     import asyncio
     import threading
 
-    from generation import images
+    from core import images
 
     running, peak, lock = [0], [0], threading.Lock()
     real = images.load_image

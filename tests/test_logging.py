@@ -9,9 +9,9 @@ import logging
 
 import pytest
 
-from generation.config import Settings
-from generation.errors import UserInputError
-from generation.logging_setup import (
+from core.config import Settings
+from core.errors import UserInputError
+from core.logging_setup import (
     REDACTED,
     Redactor,
     job_context,
@@ -171,8 +171,8 @@ def test_redactor_ignores_short_secrets_and_masks_longest_first():
 
 async def test_worker_log_lines_carry_the_job_id(capture, tmp_path, tiny_engine, tiny_settings):
     """Lines logged in the post-processing thread and by the bot's listener name their job."""
+    from core.store import Store
     from generation.request import GenerationRequest
-    from generation.store import Store
     from generation.worker import NullListener, Worker, save_pngs
 
     settings = tiny_settings.model_copy(update={"data_dir": tmp_path})

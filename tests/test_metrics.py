@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from generation import metrics
-from generation.config import Settings
-from generation.errors import UserInputError
-from generation.metrics import BusyTracker, Health, MetricsServer, start_metrics_server
+from core import metrics
+from core.config import Settings
+from core.errors import UserInputError
+from core.metrics import BusyTracker, Health, MetricsServer, start_metrics_server
 
 
 class FakeClock:
@@ -242,8 +242,8 @@ class Events:
 
 
 async def test_scrape_while_worker_runs_tiny_jobs(tmp_path, tiny_engine, tiny_settings):
+    from core.store import Store
     from generation.request import GenerationRequest
-    from generation.store import Store
     from generation.worker import Worker
 
     settings = tiny_settings.model_copy(update={"data_dir": tmp_path})
@@ -376,9 +376,9 @@ async def test_watch_gateway_follows_the_real_connection(discord_emulator):
 
 
 async def test_failed_and_blocked_jobs_are_counted_apart(tmp_path, tiny_engine, tiny_settings):
-    from generation.jobs import JobBlocked
+    from core.jobs import JobBlocked
+    from core.store import Store
     from generation.request import GenerationRequest
-    from generation.store import Store
     from generation.worker import Worker, save_pngs
 
     settings = tiny_settings.model_copy(update={"data_dir": tmp_path})
@@ -419,8 +419,8 @@ async def test_failed_and_blocked_jobs_are_counted_apart(tmp_path, tiny_engine, 
 
 
 async def test_job_energy_histogram_counts_measured_jobs_only(tmp_path, tiny_engine, tiny_settings):
+    from core.store import Store
     from generation.request import GenerationRequest
-    from generation.store import Store
     from generation.worker import Worker
 
     def count() -> float:

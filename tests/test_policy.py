@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from generation.errors import UserInputError
-from generation.store import Store
+from core.errors import UserInputError
+from core.store import Store
 from moderation import audit
 from moderation.decision import Decision
 from moderation.policy import Policy, load_policy, save_policy, update_policy
@@ -140,7 +140,7 @@ async def test_audit_rejects_bad_arguments(store: Store) -> None:
 
 
 async def test_audited_blocks_move_the_moderation_metric(store: Store) -> None:
-    from generation import metrics
+    from core import metrics
 
     def count() -> float:
         value = metrics.REGISTRY.get_sample_value(

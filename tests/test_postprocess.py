@@ -18,11 +18,11 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from generation.config import Settings
+from core.config import Settings
+from core.jobs import Job, JobKind, JobStatus
+from core.store import Store
 from generation.engine import GenerationResult, make_grid
-from generation.jobs import Job, JobKind, JobStatus
 from generation.request import GenerationRequest
-from generation.store import Store
 from generation.worker import Worker
 from moderation import provenance, watermark
 from moderation.decision import Decision

@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from generation.config import Settings
+from core.config import Settings
+from core.jobs import Job, JobBlocked, JobKind
+from core.store import Store
 from generation.engine import GenerationResult
-from generation.jobs import Job, JobBlocked, JobKind
 from generation.request import GenerationRequest
-from generation.store import Store
 from moderation.postprocess import PostProcessor
 from moderation.prompt_gate import check_prompt
 

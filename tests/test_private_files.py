@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from generation.config import Settings
-from generation.private_files import private_umask, secure_data_dir
-from generation.store import Store
+from core.config import Settings
+from core.private_files import private_umask, secure_data_dir
+from core.store import Store
 
 
 def mode(path: Path) -> int:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 from moderation.evaluate import FALSE_BLOCK_TARGET, RECALL_TARGET, evaluate, load_labelled
 from moderation.policy import Policy, make_policy
 from moderation.prompt_gate import MAX_CHECK_CHARS, check_prompt

@@ -19,11 +19,11 @@ from PIL import Image
 from skimage import data
 
 from bot.cli import main
-from generation.config import Settings
+from core.config import Settings
+from core.jobs import Job, JobKind
+from core.store import Store
 from generation.engine import GenerationResult, make_grid
-from generation.jobs import Job, JobKind
 from generation.request import GenerationRequest
-from generation.store import Store
 from moderation import audit, provenance, watermark
 from moderation.decision import Decision
 from moderation.policy import Policy, save_policy

@@ -9,9 +9,9 @@ import zlib
 import pytest
 from PIL import Image
 
-from generation.config import ModelSettings
-from generation.errors import UserInputError
-from generation.images import load_image
+from core.config import ModelSettings
+from core.errors import UserInputError
+from core.images import load_image
 from generation.request import SCHEDULERS, GenerationRequest, ModelDefaults, infotext, resolve
 
 SD15 = ModelDefaults(family="sd1", size=512, steps=30, guidance=7.0, scheduler="dpm++")

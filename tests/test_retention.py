@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from generation.config import Settings
-from generation.jobs import Job, JobKind
-from generation.retention import DAY_S, sweep
-from generation.store import Store
+from core.config import Settings
+from core.jobs import Job, JobKind
+from core.retention import DAY_S, sweep
+from core.store import Store
 
 NOW = 1_900_000_000.0
 

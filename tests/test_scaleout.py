@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from generation.config import Settings
-from generation.jobs import Job, JobStatus
+from core.config import Settings
+from core.jobs import Job, JobStatus
+from core.store import Store
 from generation.request import GenerationRequest
-from generation.store import Store
 from tests.redis_server import RedisServer, redis_binary, start_worker
 
 pytestmark = pytest.mark.skipif(redis_binary() is None, reason="no redis-server binary")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from generation.jobs import Job, JobKind, JobStatus, Processed, ProcessedImage, new_job_id
-from generation.store import SCHEMA_VERSION, Store, StoreError
+from core.jobs import Job, JobKind, JobStatus, Processed, ProcessedImage, new_job_id
+from core.store import SCHEMA_VERSION, Store, StoreError
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from PIL import Image
 from skimage import data
 
 from bot.cli import main
-from generation.errors import UserInputError
+from core.errors import UserInputError
 from moderation import watermark
 from moderation.watermark_key import KEY_FILE, WatermarkKey, load_or_create_key
 
@@ -237,7 +237,7 @@ def test_cli_bad_input_gets_a_clear_error(tmp_path: Path, capsys, instance):
 
 
 def test_grid_layouts_follow_make_grid():
-    from generation.grid import make_grid
+    from core.grid import make_grid
 
     for count in range(2, 10):
         grid = make_grid([Image.new("RGB", (30, 20))] * count)

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from generation.config import Settings
-from generation.errors import OutOfMemory, UserInputError
-from generation.jobs import Job, JobBlocked, JobStatus
+from core.config import Settings
+from core.errors import OutOfMemory, UserInputError
+from core.jobs import Job, JobBlocked, JobStatus
+from core.store import Store
 from generation.request import GenerationRequest
-from generation.store import Store
 from generation.worker import Worker, save_pngs
 
 
@@ -153,7 +153,7 @@ async def test_a_batch_s_gpu_energy_is_split_across_its_jobs_by_cost(
     tiny_engine, tiny_settings, tmp_path, store
 ):
     # NVML cannot run here: a counter that advances 12 J between the reads around the batch.
-    from generation import metrics
+    from core import metrics
 
     readings = iter([5_000_000, 5_012_000])
     worker = Worker(store, tiny_engine, settings_for(tiny_settings, tmp_path))

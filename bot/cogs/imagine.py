@@ -19,8 +19,8 @@ from bot.delivery import job_for_message
 from bot.params import STYLES
 from bot.replies import reply_error
 from bot.views import HANDLER_COG, RemixModal, handle_modal_submit
-from generation.errors import UserInputError
-from generation.jobs import JobStatus
+from core.errors import UserInputError
+from core.jobs import JobStatus
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot

@@ -18,7 +18,7 @@ from bot.access import is_moderator
 from bot.gate import policy_for
 from bot.replies import defer_thinking, reply_error
 from bot.uploads import download_upload
-from generation.errors import UserInputError
+from core.errors import UserInputError
 from moderation import audit
 from moderation.policy import FIELDS, Policy, channel_overrides, update_policy
 from moderation.provenance import format_lookup, lookup

@@ -11,8 +11,8 @@ from discord.ext import commands
 from bot import info
 from bot.cogs.imagine import ASPECT_CHOICES, STYLE_CHOICES
 from bot.params import known_parameters
-from generation.errors import UserInputError
-from generation.jobs import JobStatus
+from core.errors import UserInputError
+from core.jobs import JobStatus
 
 if TYPE_CHECKING:
     from bot.client import ImagineBot

@@ -39,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from generation.config import load_settings
-    from generation.errors import UserInputError
-    from generation.logging_setup import setup_logging
+    from core.config import load_settings
+    from core.errors import UserInputError
+    from core.logging_setup import setup_logging
 
     model: dict[str, Any] = {}
     if args.model:
@@ -67,7 +67,7 @@ async def serve(settings: Any, args: argparse.Namespace) -> None:
     try:
         await redis.ping()
     except Exception as exc:  # noqa: BLE001 - one clear line instead of a traceback
-        from generation.errors import UserInputError
+        from core.errors import UserInputError
 
         raise UserInputError(f"cannot reach Redis at {url}: {exc}") from None
     if args.simulate_gpu is not None:

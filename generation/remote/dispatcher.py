@@ -28,12 +28,12 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from generation import metrics
-from generation.config import Settings
-from generation.jobs import Job, JobStatus
+from core import metrics
+from core.config import Settings
+from core.jobs import Job, JobStatus
+from core.store import Recovery, Store
 from generation.remote import protocol
 from generation.remote.protocol import Keys
-from generation.store import Recovery, Store
 from generation.worker import COST_MODEL_KEY, JobListener, Postprocess, Worker, _Work
 
 log = logging.getLogger(__name__)

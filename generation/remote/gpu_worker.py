@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from redis.exceptions import ResponseError
 
-from generation.errors import JobCancelled, OutOfMemory, UserInputError
+from core.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.remote import protocol
 from generation.remote.protocol import Keys
 

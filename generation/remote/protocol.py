@@ -155,7 +155,7 @@ def redis_client(url: str) -> Any:
     clear error for a malformed URL."""
     import redis.asyncio as aioredis
 
-    from generation.errors import UserInputError
+    from core.errors import UserInputError
 
     try:
         return aioredis.from_url(url, health_check_interval=10)

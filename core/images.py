@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 # 40 megapixels: far more than any sane init image, far less than a bomb. The bot's uploads
 # use the lower ``uploads.max_pixels`` setting.

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from generation.config import Settings
-from generation.store import Store
+from core.config import Settings
+from core.store import Store
 
 log = logging.getLogger(__name__)
 

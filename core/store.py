@@ -23,9 +23,9 @@ from typing import Any
 
 import aiosqlite
 
-from generation.errors import UserInputError
-from generation.jobs import ImageRecord, Job, JobKind, JobStatus, Processed
-from generation.private_files import make_private_dir
+from core.errors import UserInputError
+from core.jobs import ImageRecord, Job, JobKind, JobStatus, Processed
+from core.private_files import make_private_dir
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -449,7 +449,7 @@ class Store:
             row = await cur.fetchone()
         return ImageRecord.from_row(row) if row else None
 
-    # --- retention (see generation/retention.py) ------------------------------------------------
+    # --- retention (see core/retention.py) ------------------------------------------------
 
     async def unfinished_job_ids(self, job_ids: list[str]) -> set[str]:
         """Which of these jobs are still queued or running (their files are still needed)."""

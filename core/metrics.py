@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from generation.config import Settings
+from core.config import Settings
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -624,7 +624,7 @@ class MetricsServer:
         return app
 
     async def start(self) -> MetricsServer:
-        from generation.errors import UserInputError
+        from core.errors import UserInputError
 
         runner = web.AppRunner(self.make_app(), access_log=None)
         await runner.setup()

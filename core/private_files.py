@@ -16,7 +16,7 @@ import os
 import stat
 from pathlib import Path
 
-from generation.config import Settings
+from core.config import Settings
 
 log = logging.getLogger(__name__)
 

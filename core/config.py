@@ -22,7 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from generation.errors import UserInputError
+from core.errors import UserInputError
 
 CONFIG_ENV = "IMAGINE_CONFIG"
 # The built-in random models (generation/tiny.py builds them). Named here, away from torch, so

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
-from generation.config import Settings
+from core.config import Settings
 
 REDACTED = "[REDACTED]"
 HANDLER_NAME = "imagine-bot"
@@ -168,7 +168,7 @@ def setup_logging(
     ops = settings.ops
     level = logging.getLevelName(ops.log_level.upper())
     if not isinstance(level, int):
-        from generation.errors import UserInputError
+        from core.errors import UserInputError
 
         raise UserInputError(
             f"ops.log_level {ops.log_level!r} is not a log level; "
