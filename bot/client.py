@@ -17,6 +17,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot import discord_metrics
 from bot.accept import Acceptor
 from bot.delivery import Delivery
 from bot.listener import ResultListener
@@ -25,7 +26,7 @@ from bot.replies import GENERIC_ERROR, reply_error
 from bot.settings_store import GuildSettingsStore, UserSettingsStore
 from bot.submit import Submitter
 from bot.views import DYNAMIC_ITEMS
-from core import metrics, retention
+from core import retention
 from core.errors import UserInputError
 from generation.admission import RateLimiter
 
@@ -65,9 +66,9 @@ class ImagineBot(commands.Bot):
             intents=intents(),
             help_command=None,
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
-            http_trace=metrics.discord_http_trace(),  # failed Discord API calls -> metrics
+            http_trace=discord_metrics.discord_http_trace(),  # failed Discord API calls -> metrics
         )
-        metrics.watch_gateway(self)  # /healthz follows the gateway connection
+        discord_metrics.watch_gateway(self)  # /healthz follows the gateway connection
         self.services = services
         self.sync_commands = sync_commands
         settings = services.settings

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import TraceConfig, web
+from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -92,12 +92,6 @@ WORKER_ERRORS = Counter(
     "imagine_worker_errors",
     "Jobs the worker could not finish, by error kind (oom, error, ...).",
     ["kind"],
-    registry=REGISTRY,
-)
-DISCORD_API_ERRORS = Counter(
-    "imagine_discord_api_errors",
-    "Failed Discord API calls, by HTTP status (or 'network').",
-    ["status"],
     registry=REGISTRY,
 )
 WORKER_HEARTBEAT = Gauge(
@@ -391,10 +385,6 @@ def record_moderation_block(stage: str, categories: list[str] | tuple[str, ...])
         MODERATION_BLOCKS.labels(stage=stage, category=str(category)).inc()
 
 
-def record_discord_error(status: int | str | None) -> None:
-    DISCORD_API_ERRORS.labels(status=str(status) if status is not None else "network").inc()
-
-
 class Health:
     """The worker's and the gateway's state, as ``/healthz`` reports it.
 
@@ -402,9 +392,10 @@ class Health:
     its last heartbeat is younger than ``stale_after_s`` (an idle worker waiting for jobs is
     fine however long it waits). The worker calls ``worker_beat()`` at every step.
 
-    The gateway counts once something reports it (``watch_gateway``/``expect_gateway``/
-    ``set_gateway``); until then it shows as "not reported", so a process without a Discord
-    connection (or a bot that does not report it) is judged by its worker alone.
+    The gateway counts once something reports it (``expect_gateway``/``set_gateway``; the bot
+    uses ``bot.discord_metrics.watch_gateway``); until then it shows as "not reported", so a
+    process without a Discord connection (or a bot that does not report it) is judged by its
+    worker alone.
     """
 
     def __init__(
@@ -556,41 +547,6 @@ def observe_job_event(method: str, job: Any, *rest: Any) -> None:
         _watch.observe(method, job, *rest)
     except Exception:  # metrics must never break the queue
         logging.getLogger(__name__).exception("metrics: cannot record %s", method)
-
-
-def watch_gateway(bot: Any, *, health: Health = health) -> None:
-    """Keep ``health``'s gateway state in step with a ``discord.ext.commands.Bot``.
-
-    Duck-typed (``bot.add_listener``) so this module needs no discord import.
-    """
-
-    async def connected(*_: Any) -> None:
-        health.set_gateway(True)
-
-    async def disconnected(*_: Any) -> None:
-        health.set_gateway(False)
-
-    health.expect_gateway()
-    bot.add_listener(connected, "on_ready")
-    bot.add_listener(connected, "on_resumed")
-    bot.add_listener(disconnected, "on_disconnect")
-
-
-def discord_http_trace() -> TraceConfig:
-    """An aiohttp trace for discord.py (``discord.Client(http_trace=...)``) that counts failed
-    Discord API calls by status, so the bot needs no bookkeeping of its own."""
-    trace = TraceConfig()
-
-    async def on_end(session: Any, ctx: Any, params: Any) -> None:
-        if params.response.status >= 400:
-            record_discord_error(params.response.status)
-
-    async def on_exception(session: Any, ctx: Any, params: Any) -> None:
-        record_discord_error(None)
-
-    trace.on_request_end.append(on_end)
-    trace.on_request_exception.append(on_exception)
-    return trace
 
 
 def render_metrics(registry: CollectorRegistry = REGISTRY) -> bytes:

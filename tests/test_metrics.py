@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot import discord_metrics
 from core import metrics
 from core.config import Settings
 from core.errors import UserInputError
@@ -56,8 +57,8 @@ async def test_metrics_endpoint_serves_prometheus_text_that_moves(server):
     metrics.IMAGES_MADE.inc(4)
     metrics.record_moderation_block("prompt", ["sexual", "minors"])
     metrics.record_moderation_block("image", [])
-    metrics.record_discord_error(429)
-    metrics.record_discord_error(None)
+    discord_metrics.record_discord_error(429)
+    discord_metrics.record_discord_error(None)
     metrics.WORKER_ERRORS.labels(kind="oom").inc()
     metrics.set_queue_lengths({123: 3, None: 1})
     metrics.JOB_WAIT_SECONDS.observe(2.0)
@@ -309,7 +310,7 @@ async def test_discord_http_trace_counts_failed_api_calls(discord_emulator):
         return metrics.REGISTRY.get_sample_value("imagine_discord_api_errors_total", labels) or 0.0
 
     before = value("401")
-    client = discord.Client(intents=discord.Intents.none(), http_trace=metrics.discord_http_trace())
+    client = discord.Client(intents=discord.Intents.none(), http_trace=discord_metrics.discord_http_trace())
     try:
         with pytest.raises(discord.LoginFailure):
             await client.login("wrong-token")
@@ -328,7 +329,7 @@ async def test_discord_http_trace_counts_network_failures():
         metrics.REGISTRY.get_sample_value("imagine_discord_api_errors_total", {"status": "network"})
         or 0.0
     )
-    async with aiohttp.ClientSession(trace_configs=[metrics.discord_http_trace()]) as session:
+    async with aiohttp.ClientSession(trace_configs=[discord_metrics.discord_http_trace()]) as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(dead)
     after = metrics.REGISTRY.get_sample_value(
@@ -359,7 +360,7 @@ async def test_watch_gateway_follows_the_real_connection(discord_emulator):
     health = RecordingHealth()
     health.worker_started()
     bot = commands.Bot(command_prefix="!", intents=discord.Intents.none())
-    metrics.watch_gateway(bot, health=health)
+    discord_metrics.watch_gateway(bot, health=health)
     assert health.status()[1]["gateway"] == "not connected yet"
     task = asyncio.create_task(bot.start(discord_emulator.token))
     try:
