@@ -6,9 +6,9 @@ Why it looks like this:
   ``extra={"job_id": ...}`` on a single call works too.
 - A redaction filter sits on our handler *and* the formatters scrub their final text, so neither a
   careless ``log.info(token)`` nor a traceback that quotes a token reaches the log. Anything shaped
-  like a Discord bot token or an interaction webhook token is masked, not only the configured one.
-- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only when
-  ``ops.log_prompts`` is on.
+  like a secret is masked, not only the configured one: Authorization headers here, Discord bot
+  and interaction webhook tokens added by ``bot/redaction.py`` (``add_secret_shape``).
+- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only when ``ops.log_prompts`` is on.
 """
 
 from __future__ import annotations
@@ -28,12 +28,17 @@ from core.config import Settings
 REDACTED = "[REDACTED]"
 HANDLER_NAME = "imagine-bot"
 
-# Discord bot tokens: base64(user id) . timestamp . HMAC, all base64url.
-DISCORD_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{23,28}\.[A-Za-z0-9_-]{6,7}\.[A-Za-z0-9_-]{27,}")
-# Interaction / webhook tokens live in URLs: /webhooks/<application id>/<token>.
-WEBHOOK_TOKEN_RE = re.compile(r"(/webhooks/\d+/)[A-Za-z0-9_.-]{20,}")
 # "Authorization: Bot xxx" style headers, whatever the token looks like.
 AUTH_HEADER_RE = re.compile(r"((?:Bot|Bearer)\s+)[A-Za-z0-9_.-]{20,}")
+# Shapes of secrets other packages know about (the bot adds Discord's tokens, see
+# bot/redaction.py): (pattern, replacement), masked by every Redactor before the header rule.
+_SECRET_SHAPES: list[tuple[re.Pattern[str], str]] = []
+
+
+def add_secret_shape(pattern: re.Pattern[str], replacement: str = REDACTED) -> None:
+    """Mask anything matching ``pattern`` in every log line from now on (idempotent)."""
+    if (pattern, replacement) not in _SECRET_SHAPES:
+        _SECRET_SHAPES.append((pattern, replacement))
 
 _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("imagine_job_id", default=None)
 
@@ -65,7 +70,7 @@ def bind_job_id(job_id: str | None) -> None:
 
 
 class Redactor:
-    """Masks known secrets and anything that looks like a Discord token in a piece of text."""
+    """Masks known secrets and anything shaped like a secret (``add_secret_shape``) in a text."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first so a secret containing another is masked whole; very short strings
@@ -75,8 +80,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        text = DISCORD_TOKEN_RE.sub(REDACTED, text)
-        text = WEBHOOK_TOKEN_RE.sub(rf"\g<1>{REDACTED}", text)
+        for pattern, replacement in _SECRET_SHAPES:
+            text = pattern.sub(replacement, text)
         return AUTH_HEADER_RE.sub(rf"\g<1>{REDACTED}", text)
 
 

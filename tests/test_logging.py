@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+import bot  # noqa: F401 - adds Discord's token shapes to the redaction
 from core.config import Settings
 from core.errors import UserInputError
 from core.logging_setup import (
