@@ -7,7 +7,6 @@ must not become a store of the very content it blocked.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,19 +55,21 @@ async def record(
         raise ValueError(f"unknown audit stage {stage!r}; one of {', '.join(STAGES)}")
     if not decision.needs_audit:
         return None
-    cur = await store.db.execute(
-        "INSERT INTO audit_log (at, guild_id, channel_id, user_id, job_id, stage, action, "
-        "categories, evidence, reason, image_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            time.time(), guild_id, channel_id, user_id, job_id, stage, decision.action,
-            json.dumps(list(decision.categories)), json.dumps(list(decision.evidence)),
-            decision.reason, image_sha256,
-        ),
+    entry_id = await store.add_audit_entry(
+        guild_id=guild_id,
+        channel_id=channel_id,
+        user_id=user_id,
+        job_id=job_id,
+        stage=stage,
+        action=decision.action,
+        categories=list(decision.categories),
+        evidence=list(decision.evidence),
+        reason=decision.reason,
+        image_sha256=image_sha256,
     )
-    await store.db.commit()
     if decision.blocked:
         metrics.record_moderation_block(stage, decision.categories)
-    return cur.lastrowid
+    return entry_id
 
 
 async def list_entries(
@@ -82,21 +83,7 @@ async def list_entries(
     """Newest first, for the bot's moderator commands; ``guild_id`` None lists direct messages."""
     if not 1 <= limit <= MAX_LIST:
         raise UserInputError(f"limit must be from 1 to {MAX_LIST} (got {limit})")
-    where = ["guild_id IS ?"]
-    args: list[Any] = [guild_id]
-    if user_id is not None:
-        where.append("user_id = ?")
-        args.append(user_id)
-    if job_id is not None:
-        where.append("job_id = ?")
-        args.append(job_id)
-    sql = (
-        "SELECT id, at, guild_id, channel_id, user_id, job_id, stage, action, categories, "
-        f"evidence, reason, image_sha256 FROM audit_log WHERE {' AND '.join(where)} "
-        "ORDER BY at DESC, id DESC LIMIT ?"
-    )
-    async with store.db.execute(sql, (*args, limit)) as cur:
-        rows = await cur.fetchall()
+    rows = await store.audit_rows(guild_id, limit=limit, user_id=user_id, job_id=job_id)
     return [
         AuditEntry(
             id=r[0], at=r[1], guild_id=r[2], channel_id=r[3], user_id=r[4], job_id=r[5],

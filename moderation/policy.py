@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any, Literal
 
 import regex
@@ -155,14 +154,11 @@ def make_policy(base: Policy | None = None, **changes: Any) -> Policy:
 
 
 async def _read_row(store: Any, guild_id: int, channel_id: int) -> dict[str, Any]:
-    async with store.db.execute(
-        "SELECT data FROM policies WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    stored = await store.policy_data(guild_id, channel_id)
+    if stored is None:
         return {}
     try:
-        data = json.loads(row[0])
+        data = json.loads(stored)
     except (TypeError, json.JSONDecodeError):
         log.warning("policy row guild=%s channel=%s is not JSON; ignored", guild_id, channel_id)
         return {}
@@ -210,13 +206,7 @@ async def channel_overrides(store: Any, guild_id: int, channel_id: int) -> dict[
 async def _write_row(
     store: Any, guild_id: int, channel_id: int, data: dict[str, Any], by_user: int | None
 ) -> None:
-    await store.db.execute(
-        "INSERT INTO policies (guild_id, channel_id, data, updated_at, updated_by) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (guild_id, channel_id) DO UPDATE SET "
-        "data = excluded.data, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        (guild_id, channel_id, json.dumps(data, sort_keys=True), time.time(), by_user),
-    )
-    await store.db.commit()
+    await store.put_policy_data(guild_id, channel_id, json.dumps(data, sort_keys=True), by_user)
 
 
 def _jsonable(policy: Policy) -> dict[str, Any]:

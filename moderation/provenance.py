@@ -483,11 +483,6 @@ def _job_dict(row: Any) -> dict[str, Any]:
     return job
 
 
-async def _fetchall(store: Any, sql: str, args: tuple[Any, ...]) -> list[Any]:
-    async with store.db.execute(sql, args) as cur:
-        return list(await cur.fetchall())
-
-
 async def lookup(
     store: Any, image: bytes | str | Path | Image.Image, *, key: WatermarkKey | None = None
 ) -> LookupResult:
@@ -533,25 +528,17 @@ async def _candidates(
     """(job_id, image row or None, how) for every piece of unforgeable evidence, strongest first."""
     candidates: list[tuple[str, Any, str]] = []
     if sha:
-        for row in await _fetchall(store, "SELECT * FROM images WHERE sha256 = ?", (sha,)):
+        for row in await store.image_rows_with_sha256(sha):
             candidates.append((row["job_id"], row, "sha256"))
     if detection.valid and detection.payload is not None and not tiles:
         seqs = [watermark.split_payload(detection.payload)[0]]
-        rows = await _fetchall(
-            store,
-            "SELECT * FROM images WHERE watermark_payload = ? ORDER BY id DESC",
-            (detection.payload_hex,),
-        )
+        rows = await store.image_rows_with_watermark(detection.payload_hex)
         candidates += [(row["job_id"], row, "watermark") for row in rows]
     else:  # a grid, maybe: its tiles' rows are its images', not the looked-up image's
         seqs = _tile_seqs(tiles)
     for seq_low in seqs:
-        jobs = await _fetchall(
-            store,
-            "SELECT id FROM jobs WHERE seq % ? = ? ORDER BY seq DESC LIMIT 20",
-            (watermark.SEQ_MODULUS, seq_low),
-        )
-        candidates += [(row["id"], None, "watermark") for row in jobs]
+        ids = await store.job_ids_with_seq(watermark.SEQ_MODULUS, seq_low, limit=20)
+        candidates += [(found, None, "watermark") for found in ids]
     signed = metadata.get("c2pa") or {}
     if signed.get("ours") and isinstance(signed.get("claim"), dict):
         if signed["claim"].get("job_id"):
@@ -567,12 +554,12 @@ async def _match_job(
     for job_id, row, how in candidates:
         if job_id in seen:
             continue
-        jobs = await _fetchall(store, "SELECT * FROM jobs WHERE id = ?", (job_id,))
-        if not jobs:
+        job_row = await store.job_row(job_id)
+        if job_row is None:
             continue
         seen.append(job_id)
         if result.job is None:
-            result.job, result.matched_by = _job_dict(jobs[0]), how
+            result.job, result.matched_by = _job_dict(job_row), how
             if row is not None:
                 result.image = _image_dict(row)
         elif job_id != result.job["id"]:
@@ -591,11 +578,9 @@ async def _find_image(store: Any, result: LookupResult) -> None:
         }
     elif detection.valid and detection.payload is not None:
         _, slot = watermark.split_payload(detection.payload)
-        rows = await _fetchall(
-            store, "SELECT * FROM images WHERE job_id = ? AND idx = ?", (result.job["id"], slot)
-        )
-        if rows:
-            result.image = _image_dict(rows[0])
+        image_row = await store.image_row(result.job["id"], slot)
+        if image_row is not None:
+            result.image = _image_dict(image_row)
         elif slot == watermark.GRID_SLOT:  # grids marked as a whole, before tiled marks
             result.image = {"grid": True, "path": result.job.get("grid_path")}
 
@@ -606,21 +591,17 @@ async def _add_history(store: Any, result: LookupResult) -> None:
     job_id = result.job["id"]
     parent = result.job.get("parent_job_id")
     while parent and len(result.lineage) < 20:
-        rows = await _fetchall(store, "SELECT * FROM jobs WHERE id = ?", (parent,))
-        if not rows:
+        parent_row = await store.job_row(parent)
+        if parent_row is None:
             break
-        entry = _job_dict(rows[0])
+        entry = _job_dict(parent_row)
         result.lineage.append(entry)
         parent = entry.get("parent_job_id")
     result.children = [
         {"id": r["id"], "kind": r["kind"], "user_id": r["user_id"], "status": r["status"]}
-        for r in await _fetchall(
-            store, "SELECT id, kind, user_id, status FROM jobs WHERE parent_job_id = ?", (job_id,)
-        )
+        for r in await store.child_job_rows(job_id)
     ]
-    for row in await _fetchall(
-        store, "SELECT * FROM audit_log WHERE job_id = ? ORDER BY at", (job_id,)
-    ):
+    for row in await store.audit_rows_for_job(job_id):
         entry = dict(row)
         for field_name in ("categories", "evidence"):
             try:
