@@ -5,7 +5,8 @@ Values come, highest priority first, from: keyword arguments, environment variab
 (``IMAGINE_`` prefix, ``__`` between section and field, e.g. ``IMAGINE_MODEL__NAME=tiny``),
 a TOML file (``IMAGINE_CONFIG=/path/imagine.toml`` or ``--config``), then the defaults below.
 
-It lives in ``generation`` (not ``bot``) because the CLI and the engine must work without Discord.
+It lives in ``core`` (not ``bot``) because the CLI, the engine and moderation must work without
+Discord. The ``discord`` section is declared here too: one object validates every section.
 """
 
 from __future__ import annotations
