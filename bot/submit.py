@@ -10,6 +10,7 @@ caller turns into an ephemeral message; nothing raises to Discord.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -225,11 +226,19 @@ class Submitter:
             # The server's /policy role-weight (by role id), or the instance-wide
             # queue.role_weights (by role name): the larger share wins.
             weight=max(
-                guild.weight_for(roles), worker.weight_for_roles(r.name for r in member_roles)
+                guild.weight_for(roles),
+                role_name_weight(self.settings, (r.name for r in member_roles)),
             ),
             delivery=interaction_delivery(interaction, **delivery),
             reservation=reservation,
         )
+
+
+def role_name_weight(settings: Any, role_names: Iterable[str]) -> float:
+    """The fair-share weight of a member from the instance's ``queue.role_weights`` (by role
+    name, Discord's): their best role's, 1.0 when none is listed."""
+    weights = settings.queue.role_weights
+    return max((weights[r] for r in role_names if r in weights), default=1.0)
 
 
 def where(interaction: Any, parent: Job | None) -> tuple[int | None, int | None]:

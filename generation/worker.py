@@ -411,11 +411,6 @@ class Worker:
         of them, so a user's /queue does not walk a 10,000-job queue to its end)."""
         return self.eta.estimates(self._running_left_s(), only=only)
 
-    def weight_for_roles(self, role_names: Iterable[str]) -> float:
-        """The fair-share weight of a member: their best role in ``queue.role_weights``."""
-        weights = self.settings.queue.role_weights
-        return max((weights[r] for r in role_names if r in weights), default=1.0)
-
     # --- stage 1: pick and prepare ------------------------------------------------------------
 
     async def _feed(self) -> None:
