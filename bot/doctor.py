@@ -6,7 +6,7 @@ token from the Developer Portal in secrets/discord_token.txt" does. Every check 
 (ok / warn / fail), a plain message and the fix. ``fail`` means the bot cannot run.
 
 The checks live next to what they check: ``generation/checks.py`` (torch, model, torch.compile,
-metrics), ``generation/store_checks.py`` (database, data folder, disk) and
+metrics), ``core/store_checks.py`` (database, data folder, disk) and
 ``moderation/checks.py`` (watermark, NudeNet). This module adds the Python and Discord token
 checks and assembles the report.
 
@@ -26,16 +26,16 @@ import re
 import sys
 from dataclasses import asdict
 
+from core.checks import Check
 from core.config import Settings, load_settings
 from core.errors import UserInputError
+from core.store_checks import check_data_dir, check_database, check_disk
 from generation.checks import (
-    Check,
     check_compile,
     check_metrics,
     check_model,
     check_torch,
 )
-from generation.store_checks import check_data_dir, check_database, check_disk
 from moderation.checks import check_nudenet, check_watermark
 
 MIN_PYTHON = (3, 10)

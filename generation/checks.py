@@ -1,9 +1,9 @@
 """Doctor checks for what generation needs: torch and its device, the model, torch.compile,
 the metrics endpoint.
 
-Each check returns a ``Check``: a status (ok / warn / fail), a plain message and the fix, for an
+Each check returns a ``Check`` (``core/checks.py``): a status (ok / warn / fail), a plain message and the fix, for an
 admin rather than a Python developer. ``fail`` means the bot cannot run. ``bot/doctor.py``
-assembles these with the store's (``generation/store_checks.py``), moderation's
+assembles these with the store's (``core/store_checks.py``), moderation's
 (``moderation/checks.py``) and its own Discord checks.
 
 This module imports no torch at import time (``check_torch`` reports a missing torch) and no
@@ -14,25 +14,12 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from core.checks import Check, Status
 from core.config import SINGLE_FILE_SUFFIXES, TINY_NAME, Settings
 
-Status = Literal["ok", "warn", "fail"]
-
 LOW_GPU_MEMORY_GIB = 4.0
-
-
-@dataclass
-class Check:
-    """One line of the doctor's report."""
-
-    name: str
-    status: Status
-    message: str
-    fix: str = ""
 
 
 def check_torch(settings: Settings) -> Check:

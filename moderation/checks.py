@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.checks import Check
 from core.errors import UserInputError, first_line
-from generation.checks import Check
 
 
 def check_watermark(keys_dir: Path | None = None) -> Check:

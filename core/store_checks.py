@@ -13,10 +13,10 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
+from core.checks import Check
 from core.config import Settings
 from core.errors import UserInputError
 from core.store import SCHEMA_VERSION, Store, has_sqlite_header
-from generation.checks import Check
 
 
 def check_database(settings: Settings) -> Check:
