@@ -8,7 +8,8 @@ Why it looks like this:
   careless ``log.info(token)`` nor a traceback that quotes a token reaches the log. Anything shaped
   like a secret is masked, not only the configured one: Authorization headers here, Discord bot
   and interaction webhook tokens added by ``bot/redaction.py`` (``add_secret_shape``).
-- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only when ``ops.log_prompts`` is on.
+- Prompts are personal: they are logged only as ``extra={"prompt": text}``, and appear only
+  when ``ops.log_prompts`` is on.
 """
 
 from __future__ import annotations
