@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from tests.bot_process import BOT_TOKEN, BotProcess  # noqa: E402
-from tests.discord_emulator import running_emulator  # noqa: E402
+from tests.emulator_client import running_emulator  # noqa: E402
 
 REROLL = "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
 PROGRESS = ("Queued", "Starting", "Generating")
