@@ -84,7 +84,7 @@ def _discord_side(conn: Any, count: int, users: int, rate: float) -> None:
 
 
 async def _drive(conn: Any, count: int, users: int, rate: float) -> None:
-    from tests.discord_emulator import running_emulator
+    from tests.emulator_client import running_emulator
 
     loop = asyncio.get_running_loop()
     async with running_emulator() as emu:

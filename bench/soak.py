@@ -39,7 +39,7 @@ from typing import Any
 from PIL import Image
 
 from tests.bot_process import BOT_TOKEN, BotProcess
-from tests.discord_emulator import running_emulator
+from tests.emulator_client import running_emulator
 
 REROLL = "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"
 PROGRESS = ("Queued", "Starting", "Generating")

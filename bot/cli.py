@@ -27,12 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     from generation import cli as generation_cli
     from generation.remote import cli as remote_cli
     from moderation import cli as moderation_cli
+    from playground import cli as playground_cli
 
     runner.register(sub)
     generation_cli.register(sub)
     moderation_cli.register(sub)
     doctor.register(sub)
     remote_cli.register(sub)
+    playground_cli.register(sub)
     return parser
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.discord_emulator import Emulator, RecordedRequest
+from playground.emulator import Emulator, RecordedRequest
 
 # Shaped like a real bot token (base64 user id . timestamp . hmac), so preflight accepts it.
 BOT_TOKEN = (

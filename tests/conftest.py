@@ -31,11 +31,11 @@ def tiny_engine(tiny_settings: Settings):
 async def discord_emulator():
     """A started loopback Discord with discord.py pointed at it (Route.BASE + gateway URL).
 
-    Yields a ``tests.discord_emulator.Emulator`` with the default world (``emu.guild``,
+    Yields a ``playground.emulator.Emulator`` with the default world (``emu.guild``,
     ``emu.general``, ``emu.nsfw_channel``, ``emu.mod_log``, ``emu.locked_channel``, ``emu.alice``,
     ``emu.bob``, ``emu.moderator``); log in with ``emu.token``. Restores discord.py afterwards.
     """
-    from tests.discord_emulator import running_emulator
+    from tests.emulator_client import running_emulator
 
     async with running_emulator() as emu:
         yield emu

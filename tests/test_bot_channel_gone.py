@@ -13,7 +13,7 @@ import discord
 import pytest
 
 from bot.delivery import channel_gone_note
-from tests.discord_emulator import EmulatorUsageError
+from playground.emulator import EmulatorUsageError
 from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness
 
 

@@ -14,7 +14,7 @@ import yarl
 from bot.cli import main
 from bot.client import point_at
 from tests.bot_process import BOT_TOKEN, BotProcess
-from tests.discord_emulator import running_emulator
+from tests.emulator_client import running_emulator
 
 
 def test_point_at_moves_discord_py_to_another_host() -> None:

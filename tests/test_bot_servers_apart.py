@@ -15,7 +15,7 @@ import pytest
 from bot.views import result_view
 from generation.admission import RateLimiter
 from moderation.policy import Policy, load_policy
-from tests.discord_emulator.state import MANAGE_GUILD
+from playground.emulator.state import MANAGE_GUILD
 from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness
 
 

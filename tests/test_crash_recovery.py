@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.bot_process import BOT_TOKEN, BotProcess
-from tests.discord_emulator import running_emulator
+from tests.emulator_client import running_emulator
 
 SLASH, COMPONENT, DEFERRED = 2, 3, 5
 

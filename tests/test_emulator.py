@@ -16,7 +16,7 @@ import discord.http
 import pytest
 from discord import app_commands
 
-from tests.discord_emulator import Emulator, EmulatorUsageError
+from playground.emulator import Emulator, EmulatorUsageError
 
 PNG_1PX = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
@@ -492,8 +492,8 @@ async def test_guild_upload_limit_reaches_the_bot(discord_emulator: Emulator, bo
 
 
 def test_file_count_and_request_size_rules() -> None:
-    from tests.discord_emulator.rules import ApiError, check_message
-    from tests.discord_emulator.state import RecordedFile
+    from playground.emulator.rules import ApiError, check_message
+    from playground.emulator.state import RecordedFile
 
     def files(n: int, size: int = 1) -> list[RecordedFile]:
         return [RecordedFile(f"files[{i}]", f"{i}.png", "image/png", b"\0" * size)
@@ -547,7 +547,7 @@ async def test_first_followup_fills_the_deferred_message_unless_it_was_deleted(
 async def test_blocked_event_loop_shows_as_late_heartbeat() -> None:
     import time
 
-    from tests.discord_emulator import running_emulator
+    from tests.emulator_client import running_emulator
 
     async with running_emulator(heartbeat_interval_ms=300) as emu:
         client = MiniBot()

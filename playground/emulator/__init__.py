@@ -1,6 +1,9 @@
-"""A loopback Discord API (gateway + REST) for end-to-end tests of the real discord.py bot."""
+"""A loopback Discord API (gateway + REST) that the real, unmodified discord.py bot talks to.
 
-from .client_helpers import patch_discord, running_emulator
+It backs ``imagine-bot playground`` (the whole bot in a browser, no Discord account) and the
+end-to-end tests (which point discord.py at it with ``tests/emulator_client.py``).
+"""
+
 from .commands import EmulatorUsageError
 from .rules import ApiError
 from .server import Emulator
@@ -31,6 +34,4 @@ __all__ = [
     "Upload",
     "User",
     "Violation",
-    "patch_discord",
-    "running_emulator",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
-from .server import Emulator
+from playground.emulator import Emulator
 
 
 @contextlib.contextmanager
