@@ -16,8 +16,6 @@ from core.errors import UserInputError, first_line
 def check_watermark(keys_dir: Path | None = None) -> Check:
     """The keyed watermark reads back what it writes, and the instance key is sound (0600)."""
     try:
-        from PIL import Image
-
         from moderation import watermark
         from moderation.watermark_key import KEY_FILE, WatermarkKey, load_or_create_key
     except ImportError as exc:
@@ -35,9 +33,7 @@ def check_watermark(keys_dir: Path | None = None) -> Check:
         except UserInputError as exc:
             return Check("watermark", "fail", str(exc), "restore the key file from a backup")
         note = f"key {key.fingerprint} in {Path(keys_dir) / KEY_FILE}, mode 0600"
-    ramp = Image.linear_gradient("L").resize((256, 256)).convert("RGB")
-    payload = watermark.payload_for(1, 0)
-    if watermark.detect(watermark.embed(ramp, payload, key), key).payload != payload:
+    if not watermark.self_test(key):
         return Check(
             "watermark",
             "fail",

@@ -24,7 +24,7 @@ def tiny_engine(tiny_settings: Settings):
     return Engine.load(tiny_settings)
 
 
-# --- Discord emulator (tests/discord_emulator) -------------------------------------------------
+# --- Discord emulator (playground/emulator) ----------------------------------------------------
 
 
 @pytest.fixture
