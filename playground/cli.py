@@ -15,11 +15,11 @@ import errno
 from pathlib import Path
 
 from aiohttp import web
-from generation.config import Settings, load_settings
-from generation.errors import UserInputError
 from pydantic import SecretStr
 
 from bot import runner as bot_runner
+from core.config import Settings, load_settings
+from core.errors import UserInputError
 from playground.emulator import Emulator
 from playground.web import make_app
 

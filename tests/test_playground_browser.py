@@ -28,9 +28,26 @@ OUTPUT = Path(os.environ.get("IMAGINE_TEST_OUTPUT", "test-output")) / "playgroun
 WAIT_MS = 120_000  # generous: a loaded 2-core machine; nothing here asserts speed
 
 
+class Playground:
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.proc, self.log, self.url = proc, log, ""
+
+    def output(self) -> str:
+        return self.log.read_text()[-4000:]
+
+    def wait_until_ready(self, page) -> None:
+        """The page says the bot is online; a bot that died at start fails with its own log."""
+        deadline = time.monotonic() + WAIT_MS / 1000
+        ready = page.locator("[data-testid=status][data-ready=true]")
+        while not ready.count():
+            assert self.proc.poll() is None, f"the playground exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"the bot never came online:\n{self.output()}"
+            page.wait_for_timeout(200)
+
+
 @pytest.fixture
-def playground(tmp_path: Path) -> Iterator[str]:
-    """The real ``imagine-bot playground --model tiny``; yields the URL it printed."""
+def playground(tmp_path: Path) -> Iterator[Playground]:
+    """The real ``imagine-bot playground --model tiny``, with the URL it printed."""
     env = {
         **os.environ,
         "IMAGINE_MODEL__DEVICE": "cpu",
@@ -54,6 +71,7 @@ def playground(tmp_path: Path) -> Iterator[str]:
     ]
     log = (tmp_path / "playground.log").open("w+")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    running = Playground(proc, tmp_path / "playground.log")
     try:
         deadline = time.monotonic() + 120
         url = None
@@ -64,7 +82,8 @@ def playground(tmp_path: Path) -> Iterator[str]:
             url = found.group(1) if found else None
         log.seek(0)
         assert url, f"the playground printed no URL:\n{log.read()[-3000:]}"
-        yield url
+        running.url = url
+        yield running
     finally:
         proc.terminate()
         try:
@@ -90,13 +109,13 @@ def result_with(page, label: str):
     ).last
 
 
-def test_a_newcomer_uses_the_whole_bot_in_a_browser(playground: str) -> None:
+def test_a_newcomer_uses_the_whole_bot_in_a_browser(playground: Playground) -> None:
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(WAIT_MS)
-        page.goto(playground)
-        page.wait_for_selector("[data-testid=status][data-ready=true]")
+        page.goto(playground.url)
+        playground.wait_until_ready(page)
         shot(page, "01-ready")
 
         # Alice imagines: the reply is deferred, shows progress, then the grid with its buttons.
