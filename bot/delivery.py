@@ -18,7 +18,10 @@ job, so restarts do not reset them) the job records why, the user is told where 
 delivery is claimed so the failure does not repeat on every restart.
 
 Exactly once: the store's ``mark_delivered`` is claimed only after Discord accepted the message,
-and an in-process set stops two callers (the worker and start-up recovery) sending together.
+and an in-process set stops two callers (the worker and start-up recovery) sending together. A
+crash between Discord's answer and the claim is covered too: the job is marked ``sending``
+before the first try, and a later delivery of such a job first asks Discord whether the result
+is already on the interaction's message (it usually is) before sending it again.
 """
 
 from __future__ import annotations
@@ -229,11 +232,36 @@ class Delivery:
             job = await self.store.get_job(job_id)
             if job is None or job.delivered_at is not None or not job.status.finished:
                 return None
-            message = await self._deliver_with_retries(job)
+            shown = await self._already_shown(job) if job.delivery.get("sending") else None
+            if shown is None:
+                await self.store.update_delivery(job.id, {"sending": True})
+                message = await self._deliver_with_retries(job)
+            else:
+                log.info("job %s: its result reached Discord before a restart; not resent", job.id)
+                message = shown
             claimed = await self.store.mark_delivered(job.id)
             return message if claimed else None
         finally:
             self._in_flight.discard(job_id)
+
+    async def _already_shown(self, job: Job) -> discord.Message | None:
+        """The interaction's message when it already carries this job's result files.
+
+        Only the token's message can be asked cheaply; a result posted to a channel after the
+        token expired is sent again in this (rare) case, rather than risk losing it."""
+        delivery = job.delivery
+        if job.status != JobStatus.DONE or not token_alive(delivery):
+            return None
+        webhook = discord.Webhook.partial(
+            int(delivery["application_id"]), delivery["token"], client=self.client
+        )
+        try:
+            message = await webhook.fetch_message(delivery.get("message_id") or "@original")  # type: ignore[arg-type]
+        except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError):
+            return None  # cannot tell: sending again beats losing the result
+        if any(job.id in a.filename for a in message.attachments):
+            return message
+        return None
 
     async def _deliver_with_retries(self, job: Job) -> discord.Message | None:
         tries = int(job.delivery.get("delivery_attempts") or 0)
