@@ -27,17 +27,14 @@ is already on the interaction's message (it usually is) before sending it again.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
-from PIL import Image
 
+from bot.result_files import DEFAULT_UPLOAD_LIMIT, EncodedFile, choose_files
 from bot.views import result_view
 from core.jobs import ImageRecord, Job, JobStatus
 from core.metrics import energy_text
@@ -49,8 +46,6 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME_S = 15 * 60
 TOKEN_MARGIN_S = 30  # switch to a channel message a little before Discord would refuse
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
-REQUEST_LIMIT = 25 * 1024 * 1024
 MAX_CONTENT = 2000
 INVALID_WEBHOOK_TOKEN = 50027
 UNKNOWN_WEBHOOK = 10015
@@ -61,75 +56,6 @@ MESSAGE_KEY = "bot.message:"  # kv: result message id -> job id (reaction shortc
 
 class Undeliverable(Exception):
     """Discord refused every way to the user; the message is the reason kept on the job."""
-
-
-@dataclass
-class EncodedFile:
-    data: bytes
-    filename: str
-
-    def to_file(self) -> discord.File:
-        return discord.File(io.BytesIO(self.data), filename=self.filename)
-
-
-def fit_to_limit(path: str | Path, limit: int, *, stem: str | None = None) -> EncodedFile:
-    """The file as it is when it fits, else re-encoded (WebP, JPEG, then smaller) to fit.
-
-    The invisible watermark survives WebP/JPEG at these qualities (tests/test_watermark.py); the
-    PNG's metadata does not, which is why the store keeps the original.
-    """
-    path = Path(path)
-    stem = stem or path.stem
-    data = path.read_bytes()
-    if len(data) <= limit:
-        return EncodedFile(data, f"{stem}{path.suffix or '.png'}")
-    with Image.open(path) as opened:
-        img = opened.convert("RGB")
-    scale = 1.0
-    while True:
-        candidate = img
-        if scale < 1.0:
-            size = (max(1, int(img.width * scale)), max(1, int(img.height * scale)))
-            candidate = img.resize(size, Image.Resampling.LANCZOS)
-        for fmt, ext, quality in (
-            ("WEBP", ".webp", 90),
-            ("WEBP", ".webp", 75),
-            ("JPEG", ".jpg", 80),
-        ):
-            buf = io.BytesIO()
-            candidate.save(buf, format=fmt, quality=quality)
-            if buf.tell() <= limit:
-                return EncodedFile(buf.getvalue(), f"{stem}{ext}")
-        if candidate.width <= 16 or candidate.height <= 16:
-            raise ValueError(f"cannot fit {path.name} under {limit} bytes")
-        scale *= 0.7
-
-
-def is_spoiler(image: ImageRecord) -> bool:
-    mod = image.moderation or {}
-    return bool(mod.get("spoiler")) or mod.get("action") == "spoiler"
-
-
-def choose_files(job: Job, images: list[ImageRecord], limit: int) -> list[EncodedFile]:
-    """The grid when there is one and every image may be shown, else the allowed singles.
-
-    Blocked images never leave the bot; one spoilered image spoilers the grid.
-    """
-    allowed = [img for img in images if not img.blocked]
-    spoiler = bool(job.delivery.get("spoiler")) or any(is_spoiler(img) for img in allowed)
-    prefix = "SPOILER_" if spoiler else ""
-    limit = min(limit, REQUEST_LIMIT)
-    if job.grid_path and len(allowed) == len(images) and len(images) > 1:
-        return [fit_to_limit(job.grid_path, limit, stem=f"{prefix}{job.id}_grid")]
-    per_file = min(limit, REQUEST_LIMIT // max(1, len(allowed)))
-    return [
-        fit_to_limit(
-            img.path,
-            per_file,
-            stem=f"{'SPOILER_' if job.delivery.get('spoiler') or is_spoiler(img) else ''}{job.id}_{img.index + 1}",
-        )
-        for img in allowed
-    ]
 
 
 def _mention(user_id: int | None) -> str:

@@ -9,14 +9,10 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.access import require_access
-from bot.delivery import (
-    DEFAULT_UPLOAD_LIMIT,
-    choose_files,
-    remember_result_message,
-    result_content,
-)
+from bot.delivery import remember_result_message, result_content
 from bot.progress import duration_text
 from bot.replies import defer_thinking, reply_error
+from bot.result_files import DEFAULT_UPLOAD_LIMIT, choose_files
 from bot.views import result_view
 from core import metrics
 from core.errors import UserInputError

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot import delivery
+from bot import delivery, result_files
 from bot.progress import Throttle, progress_text, queue_text
 from core.jobs import ImageRecord, Job, JobKind, JobStatus
 
@@ -52,7 +52,7 @@ def _job(**kw: object) -> Job:
 
 def test_small_file_is_sent_untouched(tmp_path: Path) -> None:
     path = _noise_png(tmp_path / "a.png", 64)
-    out = delivery.fit_to_limit(path, 10 * 2**20, stem="SPOILER_x")
+    out = result_files.fit_to_limit(path, 10 * 2**20, stem="SPOILER_x")
     assert out.data == path.read_bytes()
     assert out.filename == "SPOILER_x.png"
 
@@ -61,7 +61,7 @@ def test_large_file_is_reencoded_under_the_limit(tmp_path: Path) -> None:
     path = _noise_png(tmp_path / "big.png", 512)
     limit = 60_000
     assert path.stat().st_size > limit
-    out = delivery.fit_to_limit(path, limit)
+    out = result_files.fit_to_limit(path, limit)
     assert len(out.data) <= limit
     assert out.filename.endswith((".webp", ".jpg"))
     Image.open(io.BytesIO(out.data)).load()  # a real image
@@ -71,7 +71,7 @@ def test_blocked_image_never_leaves_and_grid_is_withheld(tmp_path: Path) -> None
     imgs = [_image(_noise_png(tmp_path / f"{i}.png", 32), i) for i in range(4)]
     imgs[2] = _image(Path(imgs[2].path), 2, action="block")
     job = _job(grid_path=str(_noise_png(tmp_path / "grid.png", 64)))
-    files = delivery.choose_files(job, imgs, 10 * 2**20)
+    files = result_files.choose_files(job, imgs, 10 * 2**20)
     assert [f.filename for f in files] == ["abc123_1.png", "abc123_2.png", "abc123_4.png"]
     text = delivery.result_content(job, None, imgs)
     assert "102" not in text and "1 image was withheld" in text
@@ -81,7 +81,7 @@ def test_one_spoilered_image_spoilers_the_grid(tmp_path: Path) -> None:
     imgs = [_image(_noise_png(tmp_path / f"{i}.png", 32), i) for i in range(4)]
     imgs[1] = _image(Path(imgs[1].path), 1, action="spoiler")
     job = _job(grid_path=str(_noise_png(tmp_path / "grid.png", 64)))
-    files = delivery.choose_files(job, imgs, 10 * 2**20)
+    files = result_files.choose_files(job, imgs, 10 * 2**20)
     assert [f.filename for f in files] == ["SPOILER_abc123_grid.png"]
 
 
