@@ -92,7 +92,15 @@ async def serve(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
                 "dev_guilds": [emu.guild.id],  # commands appear at once
             }
         )
-        await bot_runner.run(settings.model_copy(update={"discord": discord}))
+        try:
+            await bot_runner.run(settings.model_copy(update={"discord": discord}))
+        except UserInputError as exc:
+            if settings.model.name == "tiny":
+                raise
+            raise UserInputError(
+                f"{exc}\nOffline? `imagine-bot playground --model tiny` runs the built-in test "
+                "model (noise, not pictures) with everything else real."
+            ) from None
     finally:
         await page.cleanup()
         await emu.stop()
