@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .state import Attachment, Channel, Role, Upload, User
 
 if TYPE_CHECKING:
-    from .server import Emulator
+    from .core import EmulatorCore
 
 SUB_COMMAND, SUB_COMMAND_GROUP = 1, 2
 STRING, INTEGER, BOOLEAN, USER, CHANNEL, ROLE, MENTIONABLE, NUMBER, ATTACHMENT = (
@@ -40,7 +40,7 @@ def _infer_type(value: Any) -> int:
     return STRING
 
 
-def build_command_data(emu: Emulator, name: str, options: dict[str, Any], guild_id: int | None,
+def build_command_data(emu: EmulatorCore, name: str, options: dict[str, Any], guild_id: int | None,
                        resolved: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """`name` may be "cmd", "group sub" or "group subgroup sub"."""
     top, *path = name.split()
@@ -72,7 +72,7 @@ def build_command_data(emu: Emulator, name: str, options: dict[str, Any], guild_
     return data
 
 
-def _leaf_options(emu: Emulator, command: str, options: dict[str, Any],
+def _leaf_options(emu: EmulatorCore, command: str, options: dict[str, Any],
                   schema: list[dict[str, Any]] | None, guild_id: int | None,
                   resolved: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     by_name = {o["name"]: o for o in schema} if schema is not None else {}
@@ -113,7 +113,7 @@ def _check_constraints(command: str, schema: dict[str, Any], value: Any) -> None
                                      f"[{low}, {high}]; Discord's client would not send it")
 
 
-def _option_value(emu: Emulator, kind: int, value: Any, guild_id: int | None,
+def _option_value(emu: EmulatorCore, kind: int, value: Any, guild_id: int | None,
                   resolved: dict[str, dict[str, Any]]) -> Any:
     world = emu.world
     if kind in (USER, MENTIONABLE) and isinstance(value, User):

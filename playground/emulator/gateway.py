@@ -12,12 +12,11 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-if TYPE_CHECKING:
-    from .server import Emulator
+from .world import World
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +26,21 @@ REQUEST_MEMBERS, INVALID_SESSION, HELLO, HEARTBEAT_ACK = 8, 9, 10, 11
 GUILDS = 1 << 0
 GUILD_MESSAGES = 1 << 9
 GUILD_MESSAGE_REACTIONS = 1 << 10
+
+
+class GatewayHost(Protocol):
+    """What the gateway needs of the emulator, named here so gateway.py need not import the
+    emulator that builds it."""
+
+    token: str
+    world: World
+
+    @property
+    def gateway_url(self) -> str: ...
+
+    async def _notify(self) -> None: ...
+
+    def _violate(self, rule: str, detail: str, interaction_id: int | None = None) -> None: ...
 
 
 @dataclass
@@ -48,7 +62,7 @@ class Session:
 
 
 class Gateway:
-    def __init__(self, emu: Emulator, *, heartbeat_interval_ms: int = 41250) -> None:
+    def __init__(self, emu: GatewayHost, *, heartbeat_interval_ms: int = 41250) -> None:
         self.emu = emu
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.sessions: dict[str, Session] = {}
