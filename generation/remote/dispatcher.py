@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import secrets
@@ -26,58 +25,19 @@ from collections import OrderedDict, deque
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Gauge
-
 from core import metrics
 from core.config import Settings
 from core.jobs import Job, JobStatus
 from core.store import Recovery, Store
 from generation.remote import protocol
 from generation.remote.protocol import Keys
+from generation.remote.results import ResultStream, decode_result, remember
+from generation.remote.roster import WorkerRoster
 from generation.worker import COST_MODEL_KEY, JobListener, Postprocess, Worker, _Work
 
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL_S = 0.5  # how often the bot re-reads the workers' advertisements
-# A result this bot was handed but has not acknowledged for this long is read again (every
-# 10 watch rounds); one being recorded right now is skipped.
-RESULT_REREAD_MS = 5_000
-CONSUMER_FORGET_MS = 24 * 3600 * 1000
-
-WORKER_BUSY = Gauge(
-    "imagine_remote_worker_busy_fraction",
-    "Share of its uptime a remote GPU worker spent generating.",
-    ["worker"],
-    registry=metrics.REGISTRY,
-)
-WORKER_JOBS = Gauge(
-    "imagine_remote_worker_jobs",
-    "Jobs a remote worker finished since it started.",
-    ["worker"],
-    registry=metrics.REGISTRY,
-)
-WORKER_RECLAIMS = Gauge(
-    "imagine_remote_worker_reclaims",
-    "Jobs a remote worker took over from dead workers since it started.",
-    ["worker"],
-    registry=metrics.REGISTRY,
-)
-WORKERS_LIVE = Gauge(
-    "imagine_remote_workers",
-    "Remote GPU workers alive for this bot's model.",
-    registry=metrics.REGISTRY,
-)
-
-# Acknowledge a result and clear the job's inflight mark if it is still this dispatch's.
-# KEYS: results stream, inflight hash. ARGV: group, result entry id, job id, dispatch token.
-ACK_RESULT = """
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if ARGV[4] ~= '' and redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[4] then
-  redis.call('HDEL', KEYS[2], ARGV[3])
-end
-return 1
-"""
 
 
 class RemoteWorker(Worker):
@@ -99,8 +59,8 @@ class RemoteWorker(Worker):
         self.keys = keys
         self.model: str = engine.name
         self.jobs_key = keys.jobs(self.model)
-        self.workers: dict[str, dict[str, Any]] = {}  # live workers' advertisements
-        self.capacity = 0  # free + busy slots of live workers of this model
+        self.roster = WorkerRoster(self.redis, keys, self.model)
+        self.results = ResultStream(self.redis, keys)
         self.inflight: dict[str, _Work] = {}  # dispatched, result not recorded yet
         # Worker idle gap before each batch it started: "worker free -> next job running".
         self.dispatch_gaps_ms: deque[float] = deque(maxlen=100_000)
@@ -110,8 +70,16 @@ class RemoteWorker(Worker):
         self._recording_ids: set[str] = set()
         self._recording_entries: set[Any] = set()
         self._result_tasks: set[asyncio.Task[Any]] = set()
-        self._warned_models: set[str] = set()
-        self._ack = self.redis.register_script(ACK_RESULT)
+
+    @property
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Live workers' advertisements (those of this bot's model)."""
+        return self.roster.workers
+
+    @property
+    def capacity(self) -> int:
+        """Free + busy slots of the live workers: how many jobs may be out at once."""
+        return self.roster.capacity
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -153,7 +121,7 @@ class RemoteWorker(Worker):
         self._tasks = [
             asyncio.create_task(self._watch_workers(), name="imagine-remote-watch"),
             asyncio.create_task(self._dispatch(), name="imagine-remote-dispatch"),
-            asyncio.create_task(self._read_results(), name="imagine-remote-results"),
+            asyncio.create_task(self.results.read(self._handle), name="imagine-remote-results"),
         ]
         self._wake.set()
         return recovery
@@ -185,60 +153,16 @@ class RemoteWorker(Worker):
                 rounds += 1
                 if rounds % 10 == 0:
                     await self._reconcile()
-                    await self._reread_results()
+                    await self.results.reread(self._handle)
                 if rounds % 7200 == 1:  # hourly
-                    await self._forget_gone_consumers()
+                    await self.roster.forget_gone_consumers()
             except Exception as exc:  # noqa: BLE001 - Redis restarting: keep the last picture
                 log.warning("remote queue: cannot read the workers (%s)", exc)
             await asyncio.sleep(WATCH_INTERVAL_S)
 
     async def _read_workers(self) -> None:
-        names = sorted(n.decode() for n in await self.redis.smembers(self.keys.workers))
-        values = await self.redis.mget([self.keys.worker(n) for n in names]) if names else []
-        workers: dict[str, dict[str, Any]] = {}
-        for name, value in zip(names, values, strict=True):
-            if value is None:  # expired: the worker stopped refreshing it
-                await self.redis.srem(self.keys.workers, name)
-                for gauge in (WORKER_BUSY, WORKER_JOBS, WORKER_RECLAIMS):
-                    with contextlib.suppress(KeyError):
-                        gauge.remove(name)
-                continue
-            ad = json.loads(value)
-            if ad.get("model") != self.model:
-                if name not in self._warned_models:
-                    self._warned_models.add(name)
-                    log.warning(
-                        "worker %s runs model %s, this bot serves %s: not used",
-                        name,
-                        ad.get("model"),
-                        self.model,
-                    )
-                continue
-            workers[name] = ad
-            WORKER_BUSY.labels(name).set(ad.get("busy_fraction", 0.0))
-            WORKER_JOBS.labels(name).set(ad.get("jobs", 0))
-            WORKER_RECLAIMS.labels(name).set(ad.get("reclaims", 0))
-        self.workers = workers
-        WORKERS_LIVE.set(len(workers))
-        if workers:  # /healthz: a live worker is the GPU's sign of life (no progress events)
-            metrics.health.worker_beat()
-        capacity = sum(int(ad.get("slots", 1)) for ad in workers.values())
-        if capacity != self.capacity:
-            log.info("remote queue: %d workers, %d slots", len(workers), capacity)
-            self.capacity = capacity
+        if await self.roster.read():
             self._wake.set()
-
-    async def _forget_gone_consumers(self) -> None:
-        """Worker names (host-pid) pile up in the consumer group: drop those that hold nothing,
-        are not alive and have been idle for a day."""
-        for info in await self.redis.xinfo_consumers(self.jobs_key, protocol.WORKERS_GROUP):
-            name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-            if (
-                info["pending"] == 0
-                and info["idle"] > CONSUMER_FORGET_MS
-                and name not in self.workers
-            ):
-                await self.redis.xgroup_delconsumer(self.jobs_key, protocol.WORKERS_GROUP, name)
 
     async def _reconcile(self) -> None:
         """A job out on a worker whose inflight mark is gone was lost by Redis (a crash with
@@ -279,63 +203,11 @@ class RemoteWorker(Worker):
         if work.cancelled or not await self.store.mark_running(job.id):
             await self._finish_cancelled(work)
             return
-        token = secrets.token_hex(8)
-        fields: dict[str, Any] = {
-            "job": job.id,
-            "kind": job.kind.value,
-            "params": json.dumps(job.params),
-            "token": token,
-            "dispatched": time.time(),
-        }
-        if path := job.params.get("init_image"):
-            fields["init"] = await asyncio.to_thread(Path(path).read_bytes)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xadd(self.jobs_key, fields)
-        pipe.hset(self.keys.inflight, job.id, token)
-        await pipe.execute()
+        await add_job(self.redis, self.jobs_key, self.keys.inflight, job)
         work.stage = "dispatched"
         self.inflight[job.id] = work
 
     # --- results -------------------------------------------------------------------------------
-
-    async def _read_results(self) -> None:
-        from redis.exceptions import RedisError, ResponseError
-
-        position = "0"  # first what this bot read before a restart but never acknowledged
-        while True:
-            try:
-                reply = await self.redis.xreadgroup(
-                    protocol.BOT_GROUP,
-                    protocol.BOT_CONSUMER,
-                    {self.keys.results: position},
-                    count=100,
-                    block=None if position == "0" else 1000,
-                )
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await protocol.ensure_group(self.redis, self.keys.results, protocol.BOT_GROUP)
-                continue
-            except (RedisError, OSError) as exc:
-                log.warning("remote queue: Redis unavailable (%s); retrying", exc)
-                await asyncio.sleep(0.5)
-                continue
-            if position == "0":
-                position = ">"
-            await self._handle([(eid, f) for _s, batch in reply or [] for eid, f in batch])
-
-    async def _reread_results(self) -> None:
-        """Results delivered to this bot but never seen: the reply to a read was lost (Redis
-        restarted, or a crashed bot's blocked read was still open when they arrived)."""
-        reply = await self.redis.xautoclaim(
-            self.keys.results,
-            protocol.BOT_GROUP,
-            protocol.BOT_CONSUMER,
-            min_idle_time=RESULT_REREAD_MS,
-            start_id="0-0",
-            count=100,
-        )
-        await self._handle(reply[1])
 
     async def _handle(self, entries: list[tuple[Any, dict[bytes, bytes] | None]]) -> None:
         for eid, fields in entries:
@@ -343,7 +215,7 @@ class RemoteWorker(Worker):
                 continue
             if protocol.text(fields, "type") == "started":
                 self._started_remote(fields)
-                await self._ack_result(eid, fields, clear=False)
+                await self.results.ack(eid, fields, clear=False)
             else:
                 # The worker's slot is free from now on, not once the bot has recorded this.
                 if self.inflight.pop(protocol.text(fields, "job") or "", None) is not None:
@@ -357,7 +229,7 @@ class RemoteWorker(Worker):
         if gap >= 0:
             self.dispatch_gaps_ms.append(gap)
         job_id = protocol.text(fields, "job") or ""
-        _remember(self.started_on, job_id, protocol.text(fields, "worker") or "")
+        remember(self.started_on, job_id, protocol.text(fields, "worker") or "")
         work = self._active.get(job_id)
         if work is not None and work.stage == "dispatched":
             work.stage = "generating"
@@ -382,9 +254,9 @@ class RemoteWorker(Worker):
                     job.status.value if job else "gone",
                 )
             else:
-                _remember(self.finished_by, job_id, protocol.text(fields, "worker") or "")
+                remember(self.finished_by, job_id, protocol.text(fields, "worker") or "")
                 await self._finish(job, fields)
-            await self._ack_result(eid, fields)
+            await self.results.ack(eid, fields)
         except Exception:  # noqa: BLE001 - left pending: recorded again after a restart
             log.exception("job %s: recording its result failed", job_id)
         finally:
@@ -406,54 +278,27 @@ class RemoteWorker(Worker):
             await self._finish_failed(work, reason, JobStatus.FAILED)
             return
         work.seconds = float(protocol.text(fields, "seconds") or 0.0)
-        work.result = await self._run_in(self._post, _result, job, fields)
+        work.result = await self._run_in(self._post, decode_result, job, fields)
         work.stage = "post"
         if work.seconds > 0:  # N workers drain the queue N times faster: ETAs follow
             self.cost_model.observe(work.entry.cost, work.seconds / max(1, len(self.workers)))
         await self._postprocess(work)
 
-    async def _ack_result(
-        self, eid: Any, fields: dict[bytes, bytes], *, clear: bool = True
-    ) -> None:
-        job_id = protocol.text(fields, "job") or ""
-        token = protocol.text(fields, "token", "") if clear else ""
-        for attempt in range(120):  # Redis restarting: keep trying for about a minute
-            try:
-                await self._ack(
-                    keys=[self.keys.results, self.keys.inflight],
-                    args=[protocol.BOT_GROUP, eid, job_id, token or ""],
-                )
-                return
-            except Exception as exc:  # noqa: BLE001
-                if attempt == 0:
-                    log.warning("job %s: cannot acknowledge its result yet (%s)", job_id, exc)
-                await asyncio.sleep(0.5)
 
-
-def _remember(history: OrderedDict[str, str], job_id: str, worker: str) -> None:
-    history[job_id] = worker
-    while len(history) > 10_000:
-        history.popitem(last=False)
-
-
-def _result(job: Job, fields: dict[bytes, bytes]) -> Any:
-    """The worker's PNGs as a ``GenerationResult`` for post-processing (post thread)."""
-    from PIL import Image
-
-    from generation.engine import GenerationResult
-    from generation.request import GenerationRequest
-
-    count = int(protocol.text(fields, "n") or 0)
-    images = []
-    for i in range(count):
-        with Image.open(io.BytesIO(fields[f"img{i}".encode()])) as im:
-            images.append(im.convert("RGB"))
-    return GenerationResult(
-        images=images,
-        seeds=json.loads(protocol.text(fields, "seeds") or "[]"),
-        request=GenerationRequest.from_params(job.params),
-        width=int(protocol.text(fields, "width") or images[0].width),
-        height=int(protocol.text(fields, "height") or images[0].height),
-        model=protocol.text(fields, "model") or "",
-        timings={"generate_s": float(protocol.text(fields, "seconds") or 0.0)},
-    )
+async def add_job(redis: Any, jobs_key: str, inflight_key: str, job: Job) -> None:
+    """One MULTI: the job's entry on its model's stream and its inflight mark, whose token
+    lets only this dispatch's result clear the mark (``ACK_RESULT``)."""
+    token = secrets.token_hex(8)
+    fields: dict[str, Any] = {
+        "job": job.id,
+        "kind": job.kind.value,
+        "params": json.dumps(job.params),
+        "token": token,
+        "dispatched": time.time(),
+    }
+    if path := job.params.get("init_image"):
+        fields["init"] = await asyncio.to_thread(Path(path).read_bytes)
+    pipe = redis.pipeline(transaction=True)
+    pipe.xadd(jobs_key, fields)
+    pipe.hset(inflight_key, job.id, token)
+    await pipe.execute()

@@ -38,6 +38,7 @@ from redis.exceptions import ResponseError
 
 from core.errors import JobCancelled, OutOfMemory, UserInputError
 from generation.remote import protocol
+from generation.remote.job_stream import RETRYABLE, JobStream
 from generation.remote.protocol import Keys
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ class GpuWorker:
         self.reclaim_after_s = reclaim_after_s
         self.keys = keys
         self.jobs_key = keys.jobs(runner.model)
+        self.stream = JobStream(redis, keys, runner.model, self.name)
         self.stats = WorkerStats()
         self._held: dict[str, Held] = {}
         self._waiting: deque[Held] = deque()
@@ -252,9 +254,6 @@ class GpuWorker:
         self._work = asyncio.Event()
         self._gpu = ThreadPoolExecutor(1, thread_name_prefix="imagine-gpu")
         self._workdir = Path(tempfile.mkdtemp(prefix="imagine-worker-"))
-        self._finish = redis.register_script(protocol.FINISH)
-        self._heartbeat = redis.register_script(protocol.HEARTBEAT)
-        self._release = redis.register_script(protocol.RELEASE)
         self._free_at: float | None = None  # when the GPU last went idle (perf_counter)
         self._running = False
 
@@ -262,8 +261,7 @@ class GpuWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set; then finish the batch on the GPU, give back the rest."""
-        await protocol.ensure_group(self.redis, self.jobs_key, protocol.WORKERS_GROUP)
-        await protocol.ensure_group(self.redis, self.keys.results, protocol.BOT_GROUP)
+        await self.stream.ensure_groups()
         await self._advertise()
         log.info("worker %s serving %s (%d slots)", self.name, self.jobs_key, self.slots)
         reader = asyncio.create_task(self._read(), name="imagine-worker-read")
@@ -280,29 +278,20 @@ class GpuWorker:
             stopper.cancel()
             await protocol.cancel_and_wait([reader])
             for held in list(self._waiting):  # not started: back to the stream for others
-                with contextlib.suppress(Exception):
-                    await self._release(
-                        keys=[self.jobs_key],
-                        args=[protocol.WORKERS_GROUP, self.name, held.entry_id],
-                    )
+                await self.stream.release(held.entry_id)
                 self._forget(held)
             self._work.set()
             while self._running:  # the batch on the GPU finishes and is posted
                 await asyncio.sleep(0.05)
             await protocol.cancel_and_wait([gpu, beat])
-            with contextlib.suppress(Exception):
-                await self.redis.delete(self.keys.worker(self.name))
-                await self.redis.srem(self.keys.workers, self.name)
+            await self.stream.withdraw()
             self._gpu.shutdown(wait=True)
 
     # --- reading -------------------------------------------------------------------------------
 
     async def _read(self) -> None:
         # Entries this name already owns (a restart under the same --name) come first.
-        mine = await self.redis.xreadgroup(
-            protocol.WORKERS_GROUP, self.name, {self.jobs_key: "0"}, count=1000
-        )
-        await self._take(_entries(mine))
+        await self._take(await self.stream.read_own())
         check_every = max(self.reclaim_after_s / 3, 0.2)
         next_check = 0.0
         while True:
@@ -317,45 +306,28 @@ class GpuWorker:
                     if await self._reclaim(free):
                         continue
                 block = int(min(check_every, 1.0) * 1000)
-                got = await self.redis.xreadgroup(
-                    protocol.WORKERS_GROUP,
-                    self.name,
-                    {self.jobs_key: ">"},
-                    count=free,
-                    block=block,
-                )
+                got = await self.stream.read_new(free, block)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     raise
                 await protocol.ensure_group(self.redis, self.jobs_key, protocol.WORKERS_GROUP)
                 continue
-            except _redis_errors() as exc:  # Redis restarting, or this process was paused
+            except RETRYABLE as exc:  # Redis restarting, or this process was paused
                 log.warning("worker %s: Redis unavailable (%s); retrying", self.name, exc)
                 await asyncio.sleep(0.5)
                 continue
-            await self._take(_entries(got))
+            await self._take(got)
 
     async def _reclaim(self, free: int) -> bool:
         """Take over entries nobody refreshed for ``reclaim_after_s``: their worker died."""
-        reply = await self.redis.xautoclaim(
-            self.jobs_key,
-            protocol.WORKERS_GROUP,
-            self.name,
-            min_idle_time=int(self.reclaim_after_s * 1000),
-            start_id="0-0",
-            count=free,
-        )
-        claimed = [(eid, fields) for eid, fields in reply[1] if fields]
+        claimed = await self.stream.claim_idle(free, int(self.reclaim_after_s * 1000))
         if not claimed:
             return False
         self.stats.reclaims += len(claimed)
         log.warning("worker %s took over %d job(s) of a dead worker", self.name, len(claimed))
         fresh = []
         for eid, fields in claimed:
-            info = await self.redis.xpending_range(
-                self.jobs_key, protocol.WORKERS_GROUP, min=eid, max=eid, count=1
-            )
-            times = info[0]["times_delivered"] if info else 1
+            times = await self.stream.times_delivered(eid)
             if times > protocol.MAX_DELIVERIES:
                 held = _held(eid, fields)
                 held.outcome = _failed(
@@ -405,7 +377,9 @@ class GpuWorker:
             idle_ms = (started - self._free_at) * 1000 if self._free_at is not None else -1.0
             self._running = True
             try:
-                await self._events("started", batch, idle_ms=round(idle_ms, 3))
+                await self.stream.events(
+                    "started", [(h.job_id, h.entry_id) for h in batch], idle_ms=round(idle_ms, 3)
+                )
                 await loop.run_in_executor(self._gpu, self.runner.run, batch)
             finally:
                 self._running = False
@@ -432,38 +406,8 @@ class GpuWorker:
     async def _post(self, held: Held) -> None:
         """Result and acknowledgement in one step, only if this worker still owns the entry."""
         outcome = held.outcome or _failed("no result")
-        fields: dict[str, Any] = {
-            "type": outcome["type"],
-            "job": held.job_id,
-            "entry": held.entry_id,
-            "worker": self.name,
-            "model": self.runner.model,
-            "token": held.token,
-        }
-        if outcome["type"] == "done":
-            images = outcome["images"]
-            fields.update(
-                seeds=protocol.dumps(outcome["seeds"]),
-                width=outcome["width"],
-                height=outcome["height"],
-                seconds=outcome["seconds"],
-                n=len(images),
-            )
-            fields.update({f"img{i}": data for i, data in enumerate(images)})
-        else:
-            fields["reason"] = outcome["reason"]
-        flat: list[Any] = [protocol.WORKERS_GROUP, self.name, held.entry_id]
-        for k, v in fields.items():
-            flat += [k, v]
-        while True:
-            try:
-                posted = await self._finish(keys=[self.jobs_key, self.keys.results], args=flat)
-                break
-            except _redis_errors() as exc:
-                # Redis restarting: the result is kept here until it can be posted.
-                log.warning("job %s: cannot post its result yet (%s); retrying", held.job_id, exc)
-                await asyncio.sleep(0.5)
-        if posted:
+        fields = result_fields(held, outcome, self.name, self.runner.model)
+        if await self.stream.finish(held.entry_id, held.job_id, fields):
             if outcome["type"] == "done":
                 self.stats.jobs += 1
             else:
@@ -475,22 +419,6 @@ class GpuWorker:
                 "job %s was taken over by another worker; its result is dropped", held.job_id
             )
         self._forget(held)
-
-    async def _events(self, kind: str, batch: list[Held], **extra: Any) -> None:
-        with contextlib.suppress(Exception):  # progress only; the result is what counts
-            pipe = self.redis.pipeline(transaction=False)
-            for held in batch:
-                pipe.xadd(
-                    self.keys.results,
-                    {
-                        "type": kind,
-                        "job": held.job_id,
-                        "entry": held.entry_id,
-                        "worker": self.name,
-                        **extra,
-                    },
-                )
-            await pipe.execute()
 
     def _forget(self, held: Held) -> None:
         self._held.pop(held.entry_id, None)
@@ -509,11 +437,8 @@ class GpuWorker:
             try:
                 ids = list(self._held)
                 if ids:
-                    lost = await self._heartbeat(
-                        keys=[self.jobs_key], args=[protocol.WORKERS_GROUP, self.name, *ids]
-                    )
-                    for eid in lost:
-                        held = self._held.get(eid.decode() if isinstance(eid, bytes) else eid)
+                    for eid in await self.stream.heartbeat(ids):
+                        held = self._held.get(eid)
                         if held is not None and not held.lost:
                             held.lost = True  # a running batch stops at its next step
                             self.stats.lost += 1
@@ -523,46 +448,66 @@ class GpuWorker:
             except Exception as exc:  # noqa: BLE001 - Redis restarting; try again next beat
                 log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
 
+    @property
+    def held_count(self) -> int:
+        """Entries this worker owns: waiting for the GPU, or on it."""
+        return len(self._held)
+
     def advertisement(self) -> dict[str, Any]:
-        uptime = max(time.time() - self.stats.started_at, 1e-9)
-        return {
-            "name": self.name,
-            "model": self.runner.model,
-            "device": self.runner.device,
-            "slots": self.slots,
-            "max_batch": self.max_batch,
-            "free_memory_mb": self.runner.free_memory_mb(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "held": len(self._held),
-            "jobs": self.stats.jobs,
-            "failed": self.stats.failed,
-            "reclaims": self.stats.reclaims,
-            "lost": self.stats.lost,
-            "busy_s": round(self.stats.busy_s, 3),
-            "busy_fraction": round(min(1.0, self.stats.busy_s / uptime), 4),
-            "started_at": self.stats.started_at,
-        }
+        return advertisement(self)
 
     async def _advertise(self) -> None:
         ttl = max(1, int(round(self.reclaim_after_s)))
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.keys.worker(self.name), json.dumps(self.advertisement()), ex=ttl)
-        pipe.sadd(self.keys.workers, self.name)
-        await pipe.execute()
+        await self.stream.advertise(self.advertisement(), ttl)
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    """Errors after which the same command can simply be tried again."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+def result_fields(held: Held, outcome: dict[str, Any], worker: str, model: str) -> dict:
+    """A result entry's fields, as the bot's ``ResultStream`` and ``decode_result`` read them."""
+    fields: dict[str, Any] = {
+        "type": outcome["type"],
+        "job": held.job_id,
+        "entry": held.entry_id,
+        "worker": worker,
+        "model": model,
+        "token": held.token,
+    }
+    if outcome["type"] == "done":
+        images = outcome["images"]
+        fields.update(
+            seeds=protocol.dumps(outcome["seeds"]),
+            width=outcome["width"],
+            height=outcome["height"],
+            seconds=outcome["seconds"],
+            n=len(images),
+        )
+        fields.update({f"img{i}": data for i, data in enumerate(images)})
+    else:
+        fields["reason"] = outcome["reason"]
+    return fields
 
-    return (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
-
-def _entries(reply: Any) -> list[tuple[Any, dict[bytes, bytes]]]:
-    """XREADGROUP's reply as (id, fields) pairs."""
-    return [(eid, fields) for _name, entries in reply or [] for eid, fields in entries]
+def advertisement(worker: GpuWorker) -> dict[str, Any]:
+    """What the bot's ``WorkerRoster`` reads: capacity for dispatching, the rest for operators."""
+    stats = worker.stats
+    uptime = max(time.time() - stats.started_at, 1e-9)
+    return {
+        "name": worker.name,
+        "model": worker.runner.model,
+        "device": worker.runner.device,
+        "slots": worker.slots,
+        "max_batch": worker.max_batch,
+        "free_memory_mb": worker.runner.free_memory_mb(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "held": worker.held_count,
+        "jobs": stats.jobs,
+        "failed": stats.failed,
+        "reclaims": stats.reclaims,
+        "lost": stats.lost,
+        "busy_s": round(stats.busy_s, 3),
+        "busy_fraction": round(min(1.0, stats.busy_s / uptime), 4),
+        "started_at": stats.started_at,
+    }
 
 
 def _held(eid: Any, fields: dict[bytes, bytes]) -> Held:
