@@ -40,6 +40,7 @@ COPY bot ./bot
 COPY core ./core
 COPY generation ./generation
 COPY moderation ./moderation
+COPY playground ./playground
 # A plain (non-editable) install without the dev extra: no pytest, ruff or hadolint in the image.
 # invisible-watermark requires opencv-python, which needs libGL and X libraries; nudenet and
 # imagine-bot use opencv-python-headless. Both install the same cv2 module, so drop the GUI

@@ -178,6 +178,19 @@ def test_dockerignore_sends_only_the_sources():
     assert copied and copied <= allowed
 
 
+def test_every_package_of_the_wheel_is_copied_into_the_image():
+    """`imagine-bot` imports each of them when it builds its command line (playground too)."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    packages = {name for name in include if "." not in name and "*" not in name}
+    copied = set()
+    for keyword, args in stages()[0]:
+        if keyword == "COPY" and not args.startswith("--from"):
+            copied.update(p.rstrip("/").removeprefix("./") for p in args.split()[:-1])
+    assert packages and packages <= copied, packages - copied
+
+
 def compose() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
