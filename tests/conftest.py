@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+# Imported now, not by its plugin's end-of-session summary: pytest rewrites (ast.parse) a plugin
+# it imports, and CPython 3.11.7's AST construction is not thread-safe (python/cpython#106905,
+# pytest-dev/pytest#10763: "AST constructor recursion depth mismatch"), so a parse at session end
+# racing a bot thread that still imports can crash a run whose tests all passed.
+import hypothesis  # noqa: F401
 import pytest
 
 from core.config import Settings
