@@ -89,13 +89,14 @@ class ProgressEditor:
         self.throttle = Throttle(interval_s)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._finished: dict[str, None] = {}  # insertion-ordered set, bounded below
+        self._closed = False  # the client is closing: its HTTP session goes away
         self.edits = 0  # for tests and the bench
 
     def update(
         self, job: Job, content: str, preview: bytes | None = None, *, force: bool = False
     ) -> bool:
         """Schedule an edit unless one ran for this job too recently; True if scheduled."""
-        if job.id in self._finished or not token_alive(job.delivery):
+        if self._closed or job.id in self._finished or not token_alive(job.delivery):
             return False
         pending = self._tasks.get(job.id)
         if pending is not None and not pending.done():
@@ -109,7 +110,8 @@ class ProgressEditor:
         """Whether a progress update now would be sent (so callers can skip preparing one)."""
         pending = self._tasks.get(job.id)
         return (
-            job.id not in self._finished
+            not self._closed
+            and job.id not in self._finished
             and token_alive(job.delivery)
             and (pending is None or pending.done())
             and self.throttle.would_pass(job.id)
@@ -130,6 +132,9 @@ class ProgressEditor:
             await asyncio.gather(task, return_exceptions=True)
 
     async def close(self) -> None:
+        """No edit starts after this (the worker may still report a step while the client
+        closes); the pending ones finish first."""
+        self._closed = True
         for job_id in list(self._tasks):
             await self.settle(job_id)
 

@@ -177,6 +177,18 @@ async def test_no_progress_edit_after_the_result() -> None:
     assert not editor.update(dead, "Queued"), "an expired token is never used"
 
 
+async def test_no_progress_edit_starts_once_the_client_closes() -> None:
+    """The worker may report a step while the bot shuts down; its HTTP session is gone then."""
+    from bot.progress import ProgressEditor
+
+    editor = ProgressEditor(None, 0.0)  # type: ignore[arg-type]
+    job = _job(delivery={"token": "t", "application_id": 1, "created_at": time.time()})
+    assert editor.would_edit(job)
+    await editor.close()
+    assert not editor.would_edit(job)
+    assert not editor.update(job, "step 2 of 2", force=True)
+
+
 async def test_progress_editor_sends_one_edit_per_interval_and_keeps_order() -> None:
     from bot.progress import ProgressEditor
 
