@@ -78,7 +78,7 @@ async def serve(settings: Settings, port: int, host: str = "127.0.0.1") -> None:
             raise UserInputError(
                 f"cannot serve the page on {host}:{port}: {exc.strerror}"
             ) from None
-        bound = site._server.sockets[0].getsockname()[1] if port == 0 else port  # type: ignore[union-attr]
+        bound = page.addresses[0][1]  # the port the OS chose for --port 0
         print(
             f"imagine-bot playground: open http://{host}:{bound}/ "
             f"(model {settings.model.name}; data in {settings.data_dir}; Ctrl-C stops)",

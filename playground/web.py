@@ -161,7 +161,7 @@ class PlaygroundApi:
         return sorted(out.values(), key=lambda c: c["name"])
 
     # -- acting as a member ---------------------------------------------------------------------
-    def options(self, command: str, raw: dict[str, Any], guild_id: int | None) -> dict[str, Any]:
+    def options(self, command: str, raw: dict[str, Any]) -> dict[str, Any]:
         """The page's option values turned into what ``send_slash`` takes (users, uploads...)."""
         spec = next((c for c in self.commands() if c["name"] == command), None)
         if spec is None:
@@ -205,7 +205,7 @@ class PlaygroundApi:
             if action == "slash":
                 channel = self.channel(body.get("channel"), user)
                 command = str(body.get("command", "")).strip().lstrip("/")
-                options = self.options(command, body.get("options") or {}, channel.guild_id)
+                options = self.options(command, body.get("options") or {})
                 iid = await self.emu.send_slash(command, options, user=user, channel=channel)
             elif action == "click":
                 iid = await self.emu.click(
