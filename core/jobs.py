@@ -35,6 +35,9 @@ class JobKind(str, Enum):
     VARIATION = "variation"
     UPSCALE = "upscale"
     REROLL = "reroll"
+    ZOOM = "zoom"  # Zoom Out 1.5x / 2x: the image shrunk into its canvas, the border painted
+    PAN = "pan"  # the canvas extended on one side, that strip painted
+    REGION = "region"  # Vary (Region): one part of the image painted again
 
 
 class JobBlocked(Exception):

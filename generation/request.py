@@ -20,7 +20,9 @@ from PIL import Image
 
 from core.errors import UserInputError
 
-KINDS = ("imagine", "variation", "upscale", "reroll")
+KINDS = ("imagine", "variation", "upscale", "reroll", "zoom", "pan", "region")
+# Kinds that repaint part of a canvas built from ``init_image`` (``generation/outpaint.py``).
+CANVAS_KINDS = ("zoom", "pan", "region")
 # Request scheduler name -> A1111 "Sampler" name (what people paste into other tools).
 SCHEDULERS = {
     "euler": "Euler",
@@ -66,6 +68,12 @@ class GenerationRequest:
     init_image: Image.Image | None = field(default=None, repr=False, compare=False)
     strength: float = 0.75
     kind: str = "imagine"
+    # Zoom Out / Pan / Vary (Region): how the canvas is built from ``init_image`` and which part
+    # of it is repainted: "zoom:2", "zoom:1.5", "pan:left|right|up|down" or
+    # "region:x0,y0,x1,y1" (fractions of the source image). None for every other kind.
+    canvas: str | None = None
+    tile: bool = False  # --tile: seamless, the image wraps around left/right and top/bottom
+    chaos: int = 0  # --chaos 0-100: how far apart the images of one grid may wander
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
