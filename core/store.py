@@ -143,6 +143,44 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN energy_joules REAL;
     """,
+    # v4: Zoom Out, Pan and Vary (Region) jobs. SQLite cannot change a CHECK in place, so the
+    # table is rebuilt (its 12-step procedure; _migrate turns foreign keys off around it).
+    """
+    CREATE TABLE jobs_v4 (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL UNIQUE,
+        guild_id INTEGER,
+        channel_id INTEGER,
+        user_id INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN
+            ('imagine', 'variation', 'upscale', 'reroll', 'zoom', 'pan', 'region')),
+        params TEXT NOT NULL,
+        parent_job_id TEXT REFERENCES jobs(id),
+        parent_image_index INTEGER,
+        credited_user_ids TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL CHECK (status IN
+            ('queued', 'running', 'done', 'failed', 'cancelled', 'blocked')),
+        weight REAL NOT NULL DEFAULT 1.0,
+        est_cost REAL NOT NULL,
+        measured_seconds REAL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        delivered_at REAL,
+        error TEXT,
+        result_dir TEXT,
+        grid_path TEXT,
+        delivery TEXT NOT NULL DEFAULT '{}',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        energy_joules REAL
+    );
+    INSERT INTO jobs_v4 SELECT * FROM jobs;
+    DROP TABLE jobs;
+    ALTER TABLE jobs_v4 RENAME TO jobs;
+    CREATE INDEX jobs_status_seq ON jobs(status, seq);
+    CREATE INDEX jobs_user_status ON jobs(user_id, status);
+    CREATE INDEX jobs_interaction ON jobs(json_extract(delivery, '$.interaction_id'));
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -220,11 +258,19 @@ class Store(JobRows, JournalRows, ModerationRows):
                 f"database {self.path} has schema version {version}, newer than this "
                 f"imagine-bot understands ({SCHEMA_VERSION}); upgrade imagine-bot"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            # executescript commits first; the version bump rides in the same script.
-            await self.db.executescript(
-                f"BEGIN;\n{MIGRATIONS[target - 1]}\nPRAGMA user_version={target};\nCOMMIT;"
-            )
+        if version == SCHEMA_VERSION:
+            return
+        # A migration may rebuild a table (dropping one that others reference): foreign keys
+        # are off meanwhile, as SQLite's procedure asks (the pragma is a no-op in a transaction).
+        await self.db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                # executescript commits first; the version bump rides in the same script.
+                await self.db.executescript(
+                    f"BEGIN;\n{MIGRATIONS[target - 1]}\nPRAGMA user_version={target};\nCOMMIT;"
+                )
+        finally:
+            await self.db.execute("PRAGMA foreign_keys=ON")
 
 
 def has_sqlite_header(path: Path) -> bool:
