@@ -41,6 +41,9 @@ class ModelSettings(BaseModel):
     # Hub id, local diffusers folder, single-file .safetensors/.ckpt, or "tiny" (random, offline).
     name: str = "stabilityai/sd-turbo"
     lora: Path | None = None
+    # Zoom Out / Pan / Vary (Region): a dedicated inpainting model (hub id, folder or single
+    # .safetensors/.ckpt), loaded on first use; None = inpaint with the main model's weights.
+    inpaint: str | None = None
     lora_scale: float = 1.0
     device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"

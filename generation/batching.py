@@ -15,6 +15,7 @@ from PIL import Image
 
 from core.errors import JobCancelled
 from generation.img2img import fit_init_image
+from generation.outpaint import Canvas, build_canvas, composite
 from generation.request import GenerationRequest
 from generation.results import GenerationResult, ProgressEvent, progress_due
 
@@ -28,11 +29,16 @@ class BatchRows:
     generators: list[torch.Generator] = field(default_factory=list)
     owners: list[int] = field(default_factory=list)  # row -> position of its request in the batch
     init_images: list[Image.Image] = field(default_factory=list)
+    masks: list[Image.Image] = field(default_factory=list)  # canvas rows: what to repaint
+    canvases: dict[int, Canvas] = field(default_factory=dict)  # request position -> its canvas
 
     @classmethod
-    def of(cls, batch: list[GenerationRequest]) -> BatchRows:
+    def of(cls, batch: list[GenerationRequest], limits: Any = None) -> BatchRows:
+        """``limits`` (``settings.model``) sizes pan canvases; needed when ``batch`` has any."""
         rows = cls()
         for pos, req in enumerate(batch):
+            if req.canvas is not None:
+                rows.canvases[pos] = build_canvas(req.init_image, req.canvas, limits)
             for seed in req.seeds:
                 rows.prompts.append(req.prompt)
                 rows.negatives.append(req.negative_prompt)
@@ -41,9 +47,21 @@ class BatchRows:
                 # (diffusers' advice). Drawing the starting noise on the CPU costs microseconds.
                 rows.generators.append(torch.Generator(device="cpu").manual_seed(seed))
                 rows.owners.append(pos)
-                if req.init_image is not None:
+                if pos in rows.canvases:
+                    canvas = rows.canvases[pos]
+                    size = (req.width, req.height)
+                    rows.init_images.append(canvas.image.resize(size, Image.Resampling.LANCZOS))
+                    rows.masks.append(canvas.mask.resize(size, Image.Resampling.BILINEAR))
+                elif req.init_image is not None:
                     rows.init_images.append(fit_init_image(req.init_image, req.width, req.height))
         return rows
+
+    def finish(self, images: list[Image.Image]) -> list[Image.Image]:
+        """The pipeline's images, canvas rows composited back over their canvas at full size."""
+        return [
+            composite(self.canvases[owner], image) if owner in self.canvases else image
+            for image, owner in zip(images, self.owners, strict=True)
+        ]
 
 
 def chunks(indices: list[int], reqs: list[GenerationRequest], max_batch: int) -> list[list[int]]:
@@ -114,13 +132,15 @@ def batch_results(
     results = []
     for pos, req in enumerate(batch):
         mine = [img for img, owner in zip(images, owners, strict=True) if owner == pos]
+        # A canvas request's images are its canvas's size, not the generation size.
+        width, height = mine[0].size if req.canvas is not None else (req.width, req.height)
         results.append(
             GenerationResult(
                 images=mine,
                 seeds=req.seeds,
                 request=req,
-                width=req.width,
-                height=req.height,
+                width=width,
+                height=height,
                 model=model,
                 timings={
                     "batch_s": elapsed,

@@ -24,6 +24,7 @@ from core.errors import JobCancelled, OutOfMemory
 from core.grid import make_grid
 from generation.batching import BatchRows, batch_results, chunks, step_callback
 from generation.img2img import variation_of
+from generation.inpaint import inpaint_view, load_inpaint_model
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
 from generation.prompt_embeds import prompt_kwargs
 from generation.request import MAX_SEED, GenerationRequest, resolve
@@ -90,6 +91,8 @@ class Engine:
         # pipeline; a Rust fast tokenizer must not be used from two threads at once
         # ("Already borrowed"), so counting tokens uses a private copy.
         self._token_counter = copy.deepcopy(model.txt2img.tokenizer)
+        self._inpaint: Any = None  # made by the first canvas batch (``_inpaint_pipe``)
+        self._inpaint_scheduler_config: Any = None
 
     @classmethod
     def load(cls, settings: Settings) -> Engine:
@@ -134,6 +137,7 @@ class Engine:
         """Requests with equal keys can share one denoising call."""
         req = self.validate(req) if req.seed is None or req.width is None else req
         img2img = req.init_image is not None
+        mode = "canvas" if req.canvas is not None else "img2img" if img2img else "txt2img"
         return (
             self.name,
             req.width,
@@ -141,7 +145,7 @@ class Engine:
             req.steps,
             req.guidance,
             req.scheduler,
-            "img2img" if img2img else "txt2img",
+            mode,
             req.strength if img2img else None,
         )
 
@@ -212,13 +216,13 @@ class Engine:
     ) -> list[GenerationResult]:
         batch = [reqs[i] for i in indices]
         first = batch[0]
-        rows = BatchRows.of(batch)
+        rows = BatchRows.of(batch, self.limits)
         on_step = step_callback(
             indices, first, rows.owners, progress, should_cancel, space=self.latent_space
         )
         if should_cancel is not None and should_cancel():
             raise JobCancelled("cancelled before start")
-        pipe = self._pipe_for(first, img2img=bool(rows.init_images))
+        pipe = self._pipe_for(first, img2img=bool(rows.init_images), inpaint=bool(rows.masks))
         guided = first.guidance > 1.0
         kwargs: dict[str, Any] = {
             "num_inference_steps": first.steps,
@@ -227,7 +231,12 @@ class Engine:
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
-        if rows.init_images:
+        if rows.masks:
+            kwargs.update(
+                image=rows.init_images, mask_image=rows.masks, strength=first.strength,
+                width=first.width, height=first.height,
+            )
+        elif rows.init_images:
             kwargs.update(image=rows.init_images, strength=first.strength)
         else:
             kwargs.update(width=first.width, height=first.height)
@@ -239,7 +248,7 @@ class Engine:
                 kwargs.update(  # no local of its own: ``del kwargs`` frees the embeddings
                     prompt_kwargs(
                         pipe, rows.prompts, rows.negatives,
-                        guided=guided, xl=self.xl, device=self.device,
+                        guided=guided, xl=is_sdxl(pipe), device=self.device,
                     )
                 )
                 output = pipe(**kwargs)
@@ -265,19 +274,35 @@ class Engine:
                 f"{first.width}x{first.height}; try a smaller size or fewer images"
             )
         elapsed = time.perf_counter() - started
-        return batch_results(batch, rows.owners, output.images, elapsed, self.name)
+        images = rows.finish(output.images)
+        return batch_results(batch, rows.owners, images, elapsed, self.name)
 
-    def _pipe_for(self, first: GenerationRequest, *, img2img: bool) -> Any:
+    def _pipe_for(self, first: GenerationRequest, *, img2img: bool, inpaint: bool = False) -> Any:
         """The pipeline for a batch like ``first``, with its VAE tiling and scheduler set."""
-        pipe = self.img2img if img2img else self.txt2img
+        pipe = self._inpaint_pipe() if inpaint else self.img2img if img2img else self.txt2img
         # Large images (upscales) decode tile by tile; normal sizes decode whole (no seams).
         if first.width * first.height > VAE_TILING_PIXELS:
             pipe.vae.enable_tiling()
         else:
             pipe.vae.disable_tiling()
-        pipe.scheduler = make_scheduler(self._scheduler_config, first.scheduler)
-        self.img2img.scheduler = pipe.scheduler
+        config = self._inpaint_scheduler_config if inpaint else self._scheduler_config
+        pipe.scheduler = make_scheduler(config, first.scheduler)
+        if not inpaint:
+            self.img2img.scheduler = pipe.scheduler
         return pipe
+
+    def _inpaint_pipe(self) -> Any:
+        """The inpainting pipeline, made on first use: most servers never zoom or pan."""
+        if self._inpaint is None:
+            if self.limits.inpaint:
+                pipe = load_inpaint_model(self.limits, device=self.device, dtype=self.dtype)
+                # Its own model's scheduler config, kept before any run replaces the scheduler.
+                self._inpaint_scheduler_config = pipe.scheduler.config
+            else:
+                pipe = inpaint_view(self.txt2img)
+                self._inpaint_scheduler_config = self._scheduler_config
+            self._inpaint = pipe
+        return self._inpaint
 
     def upscale(
         self,

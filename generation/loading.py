@@ -167,14 +167,24 @@ def _model_index(name: str, cache_dir: Path | None) -> dict[str, Any] | None:
         return None
 
 
-def _load_from_source(cfg: ModelSettings, dtype: torch.dtype) -> DiffusionPipeline:
-    path = Path(cfg.name).expanduser()
+def _load_from_source(
+    cfg: ModelSettings,
+    dtype: torch.dtype,
+    *,
+    name: str | None = None,
+    auto: type = AutoPipelineForText2Image,
+    single: tuple[type, type] = (StableDiffusionPipeline, StableDiffusionXLPipeline),
+) -> DiffusionPipeline:
+    """``name`` (default ``cfg.name``) as a pipeline of ``auto``'s task; ``single``: the SD and
+    SDXL classes of that task for single-file checkpoints (the inpainting model loads so too)."""
+    name = name or cfg.name
+    path = Path(name).expanduser()
     cache_dir = str(cfg.cache_dir) if cfg.cache_dir else None
     if path.is_file():
         if path.suffix not in SINGLE_FILE_SUFFIXES:
             raise UserInputError(f"model file {path} must be a .safetensors or .ckpt checkpoint")
         xl = _is_sdxl_checkpoint(path)
-        cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+        cls = single[1] if xl else single[0]
         log.info("loading single-file checkpoint %s as %s", path, cls.__name__)
         extra = {"add_watermarker": False} if xl else {"safety_checker": None}
         # The diffusers configs it needs beside the weights come from the hub cache.
@@ -183,17 +193,17 @@ def _load_from_source(cfg: ModelSettings, dtype: torch.dtype) -> DiffusionPipeli
         log.info("loading diffusers folder %s", path)
         index = _model_index(str(path), None)
         xl = index is not None and "text_encoder_2" in index
-        return AutoPipelineForText2Image.from_pretrained(
+        return auto.from_pretrained(
             str(path), torch_dtype=dtype, **_pipeline_kwargs(index, xl=xl)
         )
-    if cfg.name.endswith(SINGLE_FILE_SUFFIXES) or cfg.name.startswith((".", "/", "~")):
+    if name.endswith(SINGLE_FILE_SUFFIXES) or name.startswith((".", "/", "~")):
         raise UserInputError(
-            f"model {cfg.name} does not exist; give a hub id, a folder, a checkpoint file or tiny"
+            f"model {name} does not exist; give a hub id, a folder, a checkpoint file or tiny"
         )
     log.info(
-        "loading %s from the Hugging Face hub (cache: %s)", cfg.name, cfg.cache_dir or "default"
+        "loading %s from the Hugging Face hub (cache: %s)", name, cfg.cache_dir or "default"
     )
-    index = _model_index(cfg.name, cfg.cache_dir)
+    index = _model_index(name, cfg.cache_dir)
     xl = index is not None and "text_encoder_2" in index
     kwargs: dict[str, Any] = {
         "torch_dtype": dtype,
@@ -202,10 +212,10 @@ def _load_from_source(cfg: ModelSettings, dtype: torch.dtype) -> DiffusionPipeli
     }
     if dtype in (torch.float16, torch.bfloat16):  # fp16 files load into bf16: half the download
         try:
-            return AutoPipelineForText2Image.from_pretrained(cfg.name, variant="fp16", **kwargs)
+            return auto.from_pretrained(name, variant="fp16", **kwargs)
         except (OSError, ValueError):
-            log.info("no fp16 variant of %s; loading the default weights", cfg.name)
-    return AutoPipelineForText2Image.from_pretrained(cfg.name, **kwargs)
+            log.info("no fp16 variant of %s; loading the default weights", name)
+    return auto.from_pretrained(name, **kwargs)
 
 
 def load_model(cfg: ModelSettings) -> LoadedModel:

@@ -176,7 +176,10 @@ def _check_float(name: str, value: Any, low: float, high: float) -> float:
     return value
 
 
-def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> tuple[int, int]:
+def _resolve_size(
+    req: GenerationRequest, defaults: ModelDefaults, limits: Any, ratio: float | None = None
+) -> tuple[int, int]:
+    """``ratio``: the aspect a default size takes (a canvas's), before the request's own."""
     max_side = int(limits.max_side)
     for name in ("width", "height"):
         value = getattr(req, name)
@@ -194,7 +197,9 @@ def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) 
                 f"1:{MAX_ASPECT:g} and {MAX_ASPECT:g}:1"
             )
     else:
-        if req.aspect_ratio is not None:
+        if ratio is not None:
+            pass
+        elif req.aspect_ratio is not None:
             ratio = parse_aspect_ratio(req.aspect_ratio)
         elif req.init_image is not None:
             ratio = req.init_image.width / req.init_image.height
@@ -231,6 +236,29 @@ def _resolve_size(req: GenerationRequest, defaults: ModelDefaults, limits: Any) 
     return min(width, limit(height)), min(height, limit(width))
 
 
+def _canvas_ratio(req: GenerationRequest, limits: Any) -> float | None:
+    """A canvas request's aspect (its output's), checking its spec; None for other kinds.
+
+    The generation size takes this aspect at the model's native area, not the canvas's size:
+    a model paints best at its own size, and the source is composited back at full resolution.
+    """
+    if req.kind not in CANVAS_KINDS:
+        if req.canvas is not None:
+            raise UserInputError(
+                f"a canvas is only for kinds {', '.join(CANVAS_KINDS)}, not {req.kind}"
+            )
+        return None
+    from generation.outpaint import canvas_layout, parse_canvas
+
+    if not isinstance(req.init_image, Image.Image):
+        raise UserInputError(f"a {req.kind} needs the image to {req.kind} (init_image)")
+    spec = parse_canvas(req.canvas)
+    if spec.kind != req.kind:
+        raise UserInputError(f"a {req.kind} request has a {spec.kind} canvas ({req.canvas!r})")
+    (width, height), _ = canvas_layout(req.init_image.size, spec, limits)
+    return width / height
+
+
 def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> GenerationRequest:
     """Fill defaults, round and bound every field; ``limits`` is ``settings.model``."""
     if not isinstance(req.prompt, str):
@@ -252,7 +280,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         )
     if req.kind not in KINDS:
         raise UserInputError(f"unknown request kind {req.kind!r}; allowed: {', '.join(KINDS)}")
-    width, height = _resolve_size(req, defaults, limits)
+    width, height = _resolve_size(req, defaults, limits, _canvas_ratio(req, limits))
     steps = req.steps if req.steps is not None else (limits.default_steps or defaults.steps)
     steps = _check_int("steps", steps, 1, int(limits.max_steps))
     guidance = req.guidance if req.guidance is not None else limits.default_guidance
@@ -308,6 +336,7 @@ def infotext(req: GenerationRequest, seed: int, model: str) -> str:
         f"Size: {req.width}x{req.height}",
         f"Model: {model}",
         f"Denoising strength: {req.strength:g}" if req.init_image is not None else None,
+        f"Canvas: {req.canvas}" if req.canvas is not None else None,
     ]
     lines.append(", ".join(f for f in fields if f))
     return "\n".join(lines)

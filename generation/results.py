@@ -95,8 +95,10 @@ class GenerationResult:
     def metadata(self) -> dict[str, Any]:
         """JSON-safe description of what was made and how long it took."""
         req = self.request
+        canvas = {"canvas": req.canvas} if req.canvas is not None else {}
         return {
             "kind": req.kind,
+            **canvas,
             "prompt": req.prompt,
             "negative_prompt": req.negative_prompt,
             "seeds": list(self.seeds),
