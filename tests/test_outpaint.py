@@ -237,3 +237,21 @@ async def test_a_v3_database_upgrades_to_take_canvas_jobs(tmp_path: Path):
             )
     finally:
         await store.close()
+
+
+def test_a_configured_inpainting_model_loads_on_first_use(tiny_engine: Engine, tmp_path: Path):
+    """``model.inpaint`` (here a diffusers folder of the tiny model) is loaded lazily, with its
+    own weights, and paints canvases; the main model stays for everything else."""
+    tiny_engine.txt2img.save_pretrained(tmp_path / "inpaint")
+    settings = tiny_engine.settings.model_copy(
+        update={"model": tiny_engine.limits.model_copy(update={"inpaint": str(tmp_path / "inpaint")})}
+    )
+    engine = Engine(tiny_engine.model, settings)
+    assert engine._inpaint is None
+    [res] = engine.generate([canvas_request(structured((64, 64)), "pan:down", scheduler="dpm++_karras")])
+    assert res.images[0].size == (64, 96)
+    assert engine._inpaint.unet is not engine.txt2img.unet
+    assert type(engine._inpaint).__name__ == "StableDiffusionInpaintPipeline"
+    # The next canvas job reuses it, with a fresh scheduler from its own config.
+    [again] = engine.generate([canvas_request(structured((64, 64)), "pan:down", scheduler="dpm++_karras")])
+    assert np.array_equal(np.asarray(again.images[0]), np.asarray(res.images[0]))
