@@ -173,8 +173,9 @@ class Engine:
         )
 
     def reroll_request(self, parent: GenerationRequest) -> GenerationRequest:
-        """The same request with a new seed."""
-        return self.validate(parent.replace(seed=secrets.randbelow(MAX_SEED + 1), kind="reroll"))
+        """The same request with a new seed (a zoom, pan or region stays one: same source)."""
+        kind = parent.kind if parent.canvas is not None else "reroll"
+        return self.validate(parent.replace(seed=secrets.randbelow(MAX_SEED + 1), kind=kind))
 
     # -- running ----------------------------------------------------------------------------
 
@@ -323,7 +324,7 @@ class Engine:
         """
         return upscale_image(
             image,
-            parent,
+            parent.replace(canvas=None),  # upscaling a zoom's image: the zoom is done
             run_batch=self._run_batch,
             defaults=self.defaults,
             limits=self.limits,

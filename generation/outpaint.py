@@ -104,7 +104,9 @@ def feather_px(size: tuple[int, int]) -> int:
     return max(MIN_FEATHER, round(max(size) / FEATHER_DIVISOR))
 
 
-def canvas_layout(source: tuple[int, int], spec: CanvasSpec, limits: Any) -> tuple[tuple[int, int], Box]:
+def canvas_layout(
+    source: tuple[int, int], spec: CanvasSpec, limits: Any
+) -> tuple[tuple[int, int], Box]:
     """Canvas size and the box the source is placed in, without touching pixels (``resolve``
     sizes the generation from it). ``limits`` is ``settings.model``."""
     w, h = source
@@ -117,15 +119,18 @@ def canvas_layout(source: tuple[int, int], spec: CanvasSpec, limits: Any) -> tup
     wide = spec.direction in ("left", "right")
     cw, ch = (w + w // 2, h) if wide else (w, h + h // 2)
     if max(cw, ch) > MAX_ASPECT * min(cw, ch):
+        shape, instead = ("wider", "up or down") if wide else ("taller", "left or right")
         raise UserInputError(
-            f"the image is {w}x{h}; panning {spec.direction} would make it more than "
-            f"{MAX_ASPECT:g}:1 ({'already 4:1 wide; pan up or down' if wide else 'already 1:4 tall; pan left or right'} instead)"
+            f"the image is {w}x{h}; panning {spec.direction} would make it {shape} than "
+            f"{MAX_ASPECT:g}:1; pan {instead} instead"
         )
     max_side = int(limits.max_side)
     scale = min(1.0, max_side / max(cw, ch))
     sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
     # The side along the pan from the rounded source, so the source fits it exactly.
-    cw, ch = (min(max_side, round(cw * scale)), sh) if wide else (sw, min(max_side, round(ch * scale)))
+    cw, ch = (
+        (min(max_side, round(cw * scale)), sh) if wide else (sw, min(max_side, round(ch * scale)))
+    )
     x0 = cw - sw if spec.direction == "left" else 0
     y0 = ch - sh if spec.direction == "up" else 0
     return (cw, ch), (x0, y0, x0 + sw, y0 + sh)

@@ -243,10 +243,6 @@ def _canvas_ratio(req: GenerationRequest, limits: Any) -> float | None:
     a model paints best at its own size, and the source is composited back at full resolution.
     """
     if req.kind not in CANVAS_KINDS:
-        if req.canvas is not None:
-            raise UserInputError(
-                f"a canvas is only for kinds {', '.join(CANVAS_KINDS)}, not {req.kind}"
-            )
         return None
     from generation.outpaint import canvas_layout, parse_canvas
 
@@ -280,6 +276,10 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         )
     if req.kind not in KINDS:
         raise UserInputError(f"unknown request kind {req.kind!r}; allowed: {', '.join(KINDS)}")
+    if req.kind not in CANVAS_KINDS:
+        # Carried over from a canvas parent (an upscale or variation of a zoom's image): the
+        # new request works on its own init image, not on the parent's canvas.
+        req = req.replace(canvas=None)
     width, height = _resolve_size(req, defaults, limits, _canvas_ratio(req, limits))
     steps = req.steps if req.steps is not None else (limits.default_steps or defaults.steps)
     steps = _check_int("steps", steps, 1, int(limits.max_steps))

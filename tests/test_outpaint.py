@@ -36,8 +36,15 @@ def structured(size: tuple[int, int]) -> Image.Image:
 def canvas_request(source: Image.Image, spec: str, **kw) -> GenerationRequest:
     kind = spec.split(":")[0]
     return GenerationRequest(
-        "a wide landscape", kind=kind, canvas=spec, init_image=source,
-        strength=1.0, count=kw.pop("count", 1), seed=kw.pop("seed", 11), steps=2, **kw,
+        "a wide landscape",
+        kind=kind,
+        canvas=spec,
+        init_image=source,
+        strength=1.0,
+        count=kw.pop("count", 1),
+        seed=kw.pop("seed", 11),
+        steps=2,
+        **kw,
     )
 
 
@@ -93,9 +100,43 @@ def test_region_repaints_the_box_and_keeps_the_rest(tiny_engine: Engine):
     (image,) = res.images
     assert image.size == (64, 64)
     margin = feather_px((64, 64)) + 1
-    assert max_diff(image.crop((32 + margin, 0, 64, 64)), source.crop((32 + margin, 0, 64, 64))) <= 1
-    left = np.abs(np.asarray(image.crop((0, 0, 32, 64)), np.int16) - np.asarray(source.crop((0, 0, 32, 64)), np.int16))
+    assert (
+        max_diff(image.crop((32 + margin, 0, 64, 64)), source.crop((32 + margin, 0, 64, 64))) <= 1
+    )
+    left = np.abs(
+        np.asarray(image.crop((0, 0, 32, 64)), np.int16)
+        - np.asarray(source.crop((0, 0, 32, 64)), np.int16)
+    )
     assert left.mean() > 10
+
+
+@pytest.mark.parametrize(
+    ("direction", "size", "keep"),
+    [
+        ("left", (96, 64), (32, 0, 96, 64)),
+        ("right", (96, 64), (0, 0, 64, 64)),
+        ("up", (64, 96), (0, 32, 64, 96)),
+        ("down", (64, 96), (0, 0, 64, 64)),
+    ],
+)
+def test_pan_canvas_geometry(direction, size, keep):
+    source = structured((64, 64))
+    canvas = build_canvas(source, f"pan:{direction}", LIMITS)
+    assert canvas.size == size and canvas.keep == keep
+    assert max_diff(canvas.image.crop(keep), source) == 0
+    alpha, mask = np.asarray(canvas.alpha), np.asarray(canvas.mask)
+    x0, y0, x1, y1 = keep
+    feather = feather_px(size)
+    kept = np.zeros_like(alpha, bool)
+    kept[y0:y1, x0:x1] = True
+    assert (alpha[~kept] == 255).all() and (mask[~kept] == 255).all()
+    # Inside the source only a feather-wide band on the new strip's side is touched, and the
+    # pipeline's mask covers all of it, so the blend never shows an unpainted pixel.
+    touched = kept & (alpha > 0)
+    assert touched.any() and (mask[touched] == 255).all()
+    ys, xs = np.nonzero(touched)
+    far = {"left": xs - x0, "right": x1 - 1 - xs, "up": ys - y0, "down": y1 - 1 - ys}[direction]
+    assert far.max() < feather
 
 
 @pytest.mark.parametrize(
@@ -118,9 +159,12 @@ def test_bad_specs_say_what_is_allowed(spec: str, words: str):
 
 
 def test_pan_past_four_to_one_is_refused_and_large_pans_shrink():
-    with pytest.raises(UserInputError, match="already 4:1 wide; pan up or down instead"):
+    with pytest.raises(
+        UserInputError,
+        match="256x64; panning right would make it wider than 4:1; pan up or down instead",
+    ):
         build_canvas(Image.new("RGB", (256, 64)), "pan:right", LIMITS)
-    with pytest.raises(UserInputError, match="pan left or right instead"):
+    with pytest.raises(UserInputError, match="taller than 4:1; pan left or right instead"):
         build_canvas(Image.new("RGB", (64, 256)), "pan:down", LIMITS)
     canvas = build_canvas(structured((2048, 1024)), "pan:left", LIMITS)
     assert canvas.size == (2048, 683) and canvas.keep[2] == 2048
@@ -132,8 +176,11 @@ def test_engine_validation_checks_the_canvas(tiny_engine: Engine):
         tiny_engine.validate(canvas_request(source, "pan:north"))
     with pytest.raises(UserInputError, match="needs the image"):
         tiny_engine.validate(GenerationRequest("x", kind="zoom", canvas="zoom:2"))
-    with pytest.raises(UserInputError, match="only for kinds"):
-        tiny_engine.validate(GenerationRequest("x", canvas="zoom:2"))
+    # Derived from a canvas job's image (upscale, variation): the parent's canvas is dropped.
+    assert tiny_engine.validate(GenerationRequest("x", canvas="zoom:2")).canvas is None
+    zoom = tiny_engine.validate(canvas_request(source, "zoom:2"))
+    reroll = tiny_engine.reroll_request(zoom)
+    assert (reroll.kind, reroll.canvas) == ("zoom", "zoom:2") and reroll.seed != zoom.seed
     wide = tiny_engine.validate(canvas_request(structured((128, 64)), "pan:right"))
     assert wide.width / wide.height == pytest.approx(3, rel=0.1)  # the canvas is 192x64
     assert tiny_engine.validate(wide) == wide  # resolving again changes nothing
@@ -244,14 +291,20 @@ def test_a_configured_inpainting_model_loads_on_first_use(tiny_engine: Engine, t
     own weights, and paints canvases; the main model stays for everything else."""
     tiny_engine.txt2img.save_pretrained(tmp_path / "inpaint")
     settings = tiny_engine.settings.model_copy(
-        update={"model": tiny_engine.limits.model_copy(update={"inpaint": str(tmp_path / "inpaint")})}
+        update={
+            "model": tiny_engine.limits.model_copy(update={"inpaint": str(tmp_path / "inpaint")})
+        }
     )
     engine = Engine(tiny_engine.model, settings)
     assert engine._inpaint is None
-    [res] = engine.generate([canvas_request(structured((64, 64)), "pan:down", scheduler="dpm++_karras")])
+    [res] = engine.generate(
+        [canvas_request(structured((64, 64)), "pan:down", scheduler="dpm++_karras")]
+    )
     assert res.images[0].size == (64, 96)
     assert engine._inpaint.unet is not engine.txt2img.unet
     assert type(engine._inpaint).__name__ == "StableDiffusionInpaintPipeline"
     # The next canvas job reuses it, with a fresh scheduler from its own config.
-    [again] = engine.generate([canvas_request(structured((64, 64)), "pan:down", scheduler="dpm++_karras")])
+    [again] = engine.generate(
+        [canvas_request(structured((64, 64)), "pan:down", scheduler="dpm++_karras")]
+    )
     assert np.array_equal(np.asarray(again.images[0]), np.asarray(res.images[0]))
