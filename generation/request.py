@@ -197,15 +197,8 @@ def _resolve_size(
                 f"1:{MAX_ASPECT:g} and {MAX_ASPECT:g}:1"
             )
     else:
-        if ratio is not None:
-            pass
-        elif req.aspect_ratio is not None:
-            ratio = parse_aspect_ratio(req.aspect_ratio)
-        elif req.init_image is not None:
-            ratio = req.init_image.width / req.init_image.height
-            ratio = min(max(ratio, 1 / MAX_ASPECT), MAX_ASPECT)
-        else:
-            ratio = 1.0
+        if ratio is None:
+            ratio = _request_ratio(req)
         if req.width is not None:
             width, height = float(req.width), req.width / ratio
         elif req.height is not None:
@@ -234,6 +227,15 @@ def _resolve_size(
     # request always passes validation again.
     limit = lambda short: int(short * MAX_ASPECT) // SIZE_MULTIPLE * SIZE_MULTIPLE  # noqa: E731
     return min(width, limit(height)), min(height, limit(width))
+
+
+def _request_ratio(req: GenerationRequest) -> float:
+    if req.aspect_ratio is not None:
+        return parse_aspect_ratio(req.aspect_ratio)
+    if req.init_image is not None:
+        ratio = req.init_image.width / req.init_image.height
+        return min(max(ratio, 1 / MAX_ASPECT), MAX_ASPECT)
+    return 1.0
 
 
 def _canvas_ratio(req: GenerationRequest, limits: Any) -> float | None:
@@ -323,8 +325,13 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
     )
 
 
-def infotext(req: GenerationRequest, seed: int, model: str) -> str:
-    """The A1111 "parameters" text, so images open with their settings in other tools."""
+def infotext(
+    req: GenerationRequest, seed: int, model: str, size: tuple[int, int] | None = None
+) -> str:
+    """The A1111 "parameters" text, so images open with their settings in other tools.
+
+    ``size``: the image's, where it is not the generation's (a zoom's canvas)."""
+    width, height = size or (req.width, req.height)
     lines = [req.prompt]
     if req.negative_prompt:
         lines.append(f"Negative prompt: {req.negative_prompt}")
@@ -333,7 +340,7 @@ def infotext(req: GenerationRequest, seed: int, model: str) -> str:
         f"Sampler: {SCHEDULERS.get(req.scheduler or '', req.scheduler)}",
         f"CFG scale: {req.guidance:g}" if req.guidance is not None else None,
         f"Seed: {seed}",
-        f"Size: {req.width}x{req.height}",
+        f"Size: {width}x{height}",
         f"Model: {model}",
         f"Denoising strength: {req.strength:g}" if req.init_image is not None else None,
         f"Canvas: {req.canvas}" if req.canvas is not None else None,

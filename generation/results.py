@@ -90,7 +90,7 @@ class GenerationResult:
 
     def infotext(self, index: int = 0) -> str:
         """A1111 "parameters" text for image ``index`` (its own seed)."""
-        return infotext(self.request, self.seeds[index], self.model)
+        return infotext(self.request, self.seeds[index], self.model, (self.width, self.height))
 
     def metadata(self) -> dict[str, Any]:
         """JSON-safe description of what was made and how long it took."""

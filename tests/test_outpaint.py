@@ -214,7 +214,7 @@ def test_cobatched_canvas_requests_equal_their_solo_results(tiny_engine: Engine)
 def test_metadata_and_infotext_name_the_canvas(tiny_engine: Engine):
     [res] = tiny_engine.generate([canvas_request(structured((64, 64)), "pan:left")])
     assert res.metadata()["kind"] == "pan" and res.metadata()["canvas"] == "pan:left"
-    assert "Canvas: pan:left" in res.infotext(0)
+    assert "Canvas: pan:left" in res.infotext(0) and "Size: 96x64" in res.infotext(0)
 
 
 def test_sdxl_tiny_zooms(tmp_path: Path):
