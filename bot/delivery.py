@@ -75,7 +75,13 @@ def derived_line(job: Job, parent: Job | None) -> str:
         "upscale": "Upscale",
         "variation": "Variation (strong)" if job.delivery.get("strong") else "Variation",
         "reroll": "Reroll",
+        "zoom": "Zoom Out",
+        "pan": "Pan",
+        "region": "Vary (Region)",
     }.get(str(getattr(job.kind, "value", job.kind)), "Remix")
+    canvas = str(job.params.get("canvas") or "")
+    if canvas.startswith(("zoom:", "pan:")):  # "Zoom Out 2x", "Pan left"
+        what += f" {canvas.split(':', 1)[1]}" + ("x" if canvas.startswith("zoom:") else "")
     if job.delivery.get("remix"):
         what = f"Remix {what.lower()}"
     return f"{what} of {owner}'s{image} by {by}"
@@ -98,6 +104,8 @@ def result_content(
         tail += f"\n`{summary[:300]}`"
     if blocked:
         tail += f"\n{blocked} image{'s were' if blocked > 1 else ' was'} withheld by moderation."
+    if job.delivery.get("note"):  # what the model ignored of the request (bot/submit.py)
+        tail += f"\n{job.delivery['note']}"
     if energy:
         tail += f"\nGPU energy: {energy_text(job.energy_joules)}"
     room = MAX_CONTENT - len(tail) - 4

@@ -1,4 +1,4 @@
-"""Requests made from a finished job: upscale, variation, reroll and remix.
+"""Requests made from a finished job: upscale, variation, reroll, remix, zoom, pan and region.
 
 A button can be pressed days later, in a DM, by someone else, after the files expired: the
 parent is checked under its own server's rules before anything is rebuilt from it, and the new
@@ -20,6 +20,8 @@ from core.errors import UserInputError
 from core.images import load_image
 from core.jobs import Job, JobStatus
 from generation.request import GenerationRequest
+
+DEFAULT_COUNT = GenerationRequest.__dataclass_fields__["count"].default  # as many as /imagine
 
 if TYPE_CHECKING:
     import discord
@@ -57,8 +59,13 @@ async def derived_request(
     index: int | None,
     strong: bool,
     prompt: str | None,
+    canvas: str | None = None,
 ) -> tuple[GenerationRequest, dict[str, Any]]:
-    """The new request, and what its delivery shows (prompt, summary, remix and strength)."""
+    """The new request, and what its delivery shows (prompt, summary, remix and strength).
+
+    ``canvas``: a Zoom Out, Pan or Vary (Region) of image ``index`` (``kind`` is then zoom,
+    pan or region), with as many images as an /imagine and new seeds.
+    """
     engine = submitter.services.engine
     shown_prompt = (
         prompt
@@ -69,10 +76,17 @@ async def derived_request(
         "prompt": shown_prompt,
         "summary": parent.delivery.get("summary", ""),
     }
-    # Without its init image: dropped just below, and it may have expired (retention).
-    params = {**parent.params, "init_image": None}
+    # A reroll of a zoom, pan or region paints the same source again (it stays that kind);
+    # others drop the init image (unused, and it may have expired: retention).
+    keep_source = kind == "reroll" and bool(parent.params.get("canvas"))
+    params = {**parent.params}
+    if not keep_source:
+        params["init_image"] = None
+    if kind != "reroll":  # a blend's images steer its rerolls; the rest start from one image
+        params["references"] = None
     base = await asyncio.to_thread(GenerationRequest.from_params, params)
-    base = base.replace(init_image=None, kind="imagine")
+    if not keep_source:
+        base = base.replace(init_image=None, kind="imagine", canvas=None)
     seed = None
     if prompt is not None:
         edited = submitter.parse(prompt)
@@ -85,11 +99,37 @@ async def derived_request(
             request = request.replace(seed=seed)
         return request, extra
     image = await parent_image(submitter, parent, index or 0)
+    if canvas is not None:
+        return canvas_request(submitter, base, kind, canvas, image, seed), extra
     if kind == "upscale":
         return base.replace(init_image=image, kind="upscale", count=1, seed=None), extra
     extra["strong"] = strong
     request = await asyncio.to_thread(lambda: engine.variation_request(base, image, strong=strong))
     return request, extra
+
+
+def canvas_request(
+    submitter: Submitter,
+    base: GenerationRequest,
+    kind: str,
+    canvas: str,
+    image: Any,
+    seed: int | None,
+) -> GenerationRequest:
+    """A zoom, pan or region request: the parent's prompt and settings, the image as the
+    source of the canvas, sized by the engine (``generation/outpaint.py``)."""
+    return base.replace(
+        kind=kind,
+        canvas=canvas,
+        init_image=image,
+        strength=1.0,
+        width=None,
+        height=None,
+        aspect_ratio=None,
+        seed=seed,
+        count=min(DEFAULT_COUNT, int(submitter.settings.model.max_count)),
+        tile=False,  # a tile wraps around its edges; a zoom or pan gives it new ones
+    )
 
 
 async def parent_image(submitter: Submitter, parent: Job, index: int) -> Any:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import discord
+from PIL import Image
 
 from bot.progress import preview_png
 from moderation import audit
@@ -22,8 +24,6 @@ from moderation.policy import Policy, load_policy
 from moderation.prompt_gate import check_prompt
 
 if TYPE_CHECKING:
-    from PIL import Image
-
     from core.config import Settings
     from core.jobs import Job
     from core.store import Store
@@ -45,10 +45,11 @@ async def check(
     channel_id: int | None,
     *,
     nsfw_channel: bool,
-    init_image: Image.Image | None = None,
+    init_image: Image.Image | Sequence[Image.Image] | None = None,
     negative: str | None = None,
 ) -> Decision:
-    """The prompt gate under the channel's policy; an init image adds the face check.
+    """The prompt gate under the channel's policy; an init image (or each of /blend's images)
+    adds the face check.
 
     ``negative`` (``--no``, the option, a remix's) is gated too: it is shown in the public
     result message, so a word refused in the prompt must not get through after ``--no``.
@@ -59,9 +60,12 @@ async def check(
         refused = check_prompt(negative, policy, nsfw_channel=nsfw_channel)
         if refused.blocked:
             return replace(refused, reason=f"In the negative prompt (--no): {refused.reason}")
-    if init_image is not None and not decision.blocked:
+    images = [init_image] if isinstance(init_image, Image.Image) else list(init_image or [])
+    for image in images:
+        if decision.blocked:
+            break
         # NudeNet on the upload: off the event loop.
-        faces = await asyncio.to_thread(check_request, prompt, policy, init_image=init_image)
+        faces = await asyncio.to_thread(check_request, prompt, policy, init_image=image)
         decision = combine(decision, faces)
     return decision
 

@@ -29,6 +29,8 @@ class UserDefaults(BaseModel):
     aspect_ratio: str | None = None
     private: bool = False
     style: str | None = None
+    # Remix mode (Midjourney's): Zoom Out and Pan open a form to edit the prompt first.
+    remix: bool = False
 
 
 class GuildSettings(BaseModel):

@@ -18,7 +18,13 @@ import discord
 
 from bot import gate
 from bot.access import is_nsfw
-from bot.params import PromptParams, parse_aspect_ratio, parse_prompt
+from bot.params import (
+    PromptParams,
+    expand_permutations,
+    ignored_by_model,
+    parse_aspect_ratio,
+    parse_prompt,
+)
 from bot.replies import BANNED, NO_WORKER, reply_error
 from bot.uploads import read_upload
 from core.errors import UserInputError
@@ -65,41 +71,108 @@ class Submitter:
         style: str | None = None,
         private: bool | None = None,
     ) -> None:
-        """/imagine, also when replayed after a restart (``bot/accept.py``)."""
+        """/imagine, also when replayed after a restart (``bot/accept.py``).
+
+        A prompt with ``{a, b}`` groups becomes one job per combination (Midjourney's
+        permutations): every one is parsed and gated before any is queued, so a refusal of one
+        queues none.
+        """
         defaults = await self.user_settings.get(interaction.user.id)
         private = defaults.private if private is None else private
         try:
             await self.acceptor.accept(interaction, ephemeral=private)
-            params = self._merge_options(
-                self.parse(prompt),
-                aspect_ratio=aspect_ratio or defaults.aspect_ratio,
-                seed=seed,
-                negative=negative,
-                quality=quality,
-                steps=steps,
-                style=style or defaults.style,
-            )
+            texts = expand_permutations(prompt, self.settings.discord.max_permutations)
             init_image = await read_upload(image, self.settings) if image is not None else None
-            # The texts the model gets (styles expanded), each gated: prompt and negative.
-            kwargs = params.request_kwargs()
-            flags = await self.gate(
-                interaction, kwargs["prompt"], init_image, negative=kwargs["negative_prompt"]
-            )
-            request = GenerationRequest(**kwargs, init_image=init_image)
-            if params.quality is not None:
-                request = self._apply_quality(request, params.quality)
-            await self.submit(
-                interaction,
-                request,
-                delivery={
-                    "private": private,
-                    "prompt": params.prompt,
-                    "summary": params.summary(),
-                    **flags,
-                },
-            )
+            options = {
+                "aspect_ratio": aspect_ratio or defaults.aspect_ratio,
+                "seed": seed,
+                "negative": negative,
+                "quality": quality,
+                "steps": steps,
+                "style": style or defaults.style,
+            }
+            prepared = [
+                await self._prepare(interaction, text, init_image, options) for text in texts
+            ]
+            if len(prepared) == 1:
+                request, delivery = prepared[0]
+                await self.submit(interaction, request, delivery={"private": private, **delivery})
+            else:
+                await self._submit_permutations(interaction, prepared, private)
         except UserInputError as exc:
             await reply_error(interaction, str(exc), self.acceptor)
+
+    async def _prepare(
+        self,
+        interaction: discord.Interaction,
+        text: str,
+        init_image: Any,
+        options: dict[str, Any],
+    ) -> tuple[GenerationRequest, dict[str, Any]]:
+        """One prompt's request and delivery fields: parsed, merged with the options, gated."""
+        params = self._merge_options(self.parse(text), **options)
+        # The texts the model gets (styles expanded), each gated: prompt and negative.
+        kwargs = params.request_kwargs()
+        flags = await self.gate(
+            interaction, kwargs["prompt"], init_image, negative=kwargs["negative_prompt"]
+        )
+        request = GenerationRequest(**kwargs, init_image=init_image)
+        if params.quality is not None:
+            request = self._apply_quality(request, params.quality)
+        delivery = {"prompt": params.prompt, "summary": params.summary(), **flags}
+        note = self.unused_by_model(params)
+        if note:
+            delivery["note"] = note
+        return request, delivery
+
+    def unused_by_model(self, params: PromptParams) -> str | None:
+        """What the loaded model ignores of what the user asked (Turbo models: no guidance),
+        said in the reply rather than dropped silently."""
+        engine = self.services.engine
+        guidance = params.effective_guidance()
+        if guidance is None:
+            guidance = self.settings.model.default_guidance
+        if guidance is None:
+            guidance = engine.defaults.guidance
+        return ignored_by_model(params, guidance)
+
+    async def _submit_permutations(
+        self,
+        interaction: discord.Interaction,
+        prepared: list[tuple[GenerationRequest, dict[str, Any]]],
+        private: bool,
+    ) -> None:
+        """One job per combination: the first answers in the interaction's message, each other
+        one in a follow-up of its own. Only the last job replaces the accepted interaction, so a
+        crash half-way is replayed, and the replay skips the combinations already queued."""
+        queued: set[int] = set()
+        if interaction.extras.get("replayed"):  # only a replay can find some already queued
+            queued = await self.store.permutations_queued(interaction.id)
+        total = len(prepared)
+        for k, (request, delivery) in enumerate(prepared):
+            if k in queued:
+                continue
+            extra: dict[str, Any] = {"private": private, **delivery, "permutation": k}
+            try:
+                if k > 0:
+                    message = await interaction.followup.send(
+                        f"`{k + 1}/{total}` **{delivery['prompt'][:1800]}** is queued\u2026",
+                        wait=True,
+                        ephemeral=private,
+                    )
+                    extra["message_id"] = message.id
+                await self.submit(
+                    interaction, request, delivery=extra, replaces_accepted=k == total - 1
+                )
+            except UserInputError as exc:
+                if k == 0:
+                    raise  # nothing queued yet: the usual refusal
+                await interaction.followup.send(
+                    f"{k} of {total} prompts were queued; the rest were not: {exc}",
+                    ephemeral=True,
+                )
+                await self.acceptor.forget(interaction)
+                return
 
     def parse(self, prompt: str) -> PromptParams:
         """A prompt with its inline ``--parameters``, under the instance's limits."""
@@ -197,6 +270,7 @@ class Submitter:
         delivery: dict[str, Any],
         parent: Job | None = None,
         parent_image_index: int | None = None,
+        replaces_accepted: bool = True,
     ) -> Job:
         """Queue the job under the user's cap, weighted by their roles, credited to everyone
         whose work it builds on."""
@@ -229,7 +303,9 @@ class Submitter:
                 guild.weight_for(roles),
                 role_name_weight(self.settings, (r.name for r in member_roles)),
             ),
-            delivery=interaction_delivery(interaction, **delivery),
+            delivery=interaction_delivery(
+                interaction, replaces_accepted=replaces_accepted, **delivery
+            ),
             reservation=reservation,
         )
 
@@ -249,8 +325,13 @@ def where(interaction: Any, parent: Job | None) -> tuple[int | None, int | None]
     return interaction.guild_id, interaction.channel_id
 
 
-def interaction_delivery(interaction: discord.Interaction, **extra: Any) -> dict[str, Any]:
-    """What delivery needs to answer through this interaction later, even after a restart."""
+def interaction_delivery(
+    interaction: discord.Interaction, *, replaces_accepted: bool = True, **extra: Any
+) -> dict[str, Any]:
+    """What delivery needs to answer through this interaction later, even after a restart.
+
+    ``replaces_accepted``: the job stands for the accepted interaction from now on (its record
+    is dropped when the job is stored); False for all but the last job of a permutation."""
     extras = getattr(interaction, "extras", None) or {}
     data: dict[str, Any] = {
         "application_id": interaction.application_id,
@@ -259,7 +340,9 @@ def interaction_delivery(interaction: discord.Interaction, **extra: Any) -> dict
         "created_at": extras.get("accepted_at") or time.time(),
         "filesize_limit": interaction.filesize_limit,
     }
-    if extras.get("accepted"):
+    if extras.get("accepted") and replaces_accepted:
         data["interaction_id"] = interaction.id  # the job replaces its accepted record
+    elif extras.get("accepted"):
+        data["permutation_of"] = interaction.id
     data.update(extra)
     return data

@@ -11,23 +11,22 @@ custom_id scheme (all well under Discord's 100 characters)::
     ib:r:<job>            reroll (same prompt, new seeds)
     ib:m:<job>            remix (a modal to edit the prompt first)
     ib:d:<job>            delete (author or moderator)
+
+Zoom Out, Pan and Vary (Region) under a single image are ``bot/edit_views.py``'s.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from bot.replies import GENERIC_ERROR, reply_error
+from bot.edit_views import EDIT_ITEMS, add_edit_buttons, handle_edit_modal
+from bot.press import HANDLER_COG, modal_values, run_handler
 
-if TYPE_CHECKING:
-    from bot.client import ImagineBot
-
-log = logging.getLogger(__name__)
+__all__ = ["HANDLER_COG", "modal_values"]  # imported from here by the cogs and accept.py
 
 _JOB = r"(?P<job>[a-z0-9]{1,40})"
 MAX_INDEX = 9
@@ -53,23 +52,6 @@ def delete_id(job_id: str) -> str:
     return f"ib:d:{job_id}"  # JobButton("d", ...)
 
 
-HANDLER_COG = "Imagine"  # the cog whose methods answer presses (bot/cogs/imagine.py)
-
-
-async def _run(
-    interaction: discord.Interaction[Any], action: str, *args: Any, **kwargs: Any
-) -> None:
-    """Run the imagine cog's handler for a press, found by name so that buttons need not import
-    the cog; an unexpected error still gets the user an answer."""
-    client: ImagineBot = interaction.client  # type: ignore[assignment]
-    try:
-        await getattr(client.get_cog(HANDLER_COG), action)(interaction, *args, **kwargs)
-    except Exception:
-        custom_id = (interaction.data or {}).get("custom_id")
-        log.exception("component %s failed", custom_id)
-        await reply_error(interaction, GENERIC_ERROR, client.acceptor)
-
-
 class UpscaleButton(
     discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:u:{_JOB}:(?P<i>\d)$"
 ):
@@ -91,7 +73,7 @@ class UpscaleButton(
         return cls(match["job"], int(match["i"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _run(interaction, "derive", self.job_id, "upscale", index=self.index)
+        await run_handler(interaction, "derive", self.job_id, "upscale", index=self.index)
 
 
 class VariationButton(
@@ -121,7 +103,7 @@ class VariationButton(
         return cls(match["job"], int(match["i"]), match["s"] == "S")
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await _run(
+        await run_handler(
             interaction, "derive", self.job_id, "variation", index=self.index, strong=self.strong
         )
 
@@ -171,20 +153,22 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:(?P<a
 
     async def callback(self, interaction: discord.Interaction) -> None:
         method, *args = JOB_ACTIONS[self.act].action
-        await _run(interaction, method, self.job_id, *args)
+        await run_handler(interaction, method, self.job_id, *args)
 
 
-DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton)
+DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton, *EDIT_ITEMS)
 
 
 def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui.View:
-    """The buttons for a finished job: a grid gets U/V per image, a single image gets Vary.
+    """The buttons for a finished job: a grid gets U/V per image, a single image gets Vary,
+    Zoom Out, Vary (Region) and Pan, as on Midjourney's upscaled images.
 
     Layout (classic components, at most 5 rows of 5)::
 
-        U1 U2 U3 U4 [reroll]
-        V1 V2 V3 V4 [remix]
-        V1s V2s V3s V4s [delete]
+        grid:   U1 U2 U3 U4 [reroll]          single: Vary (Subtle) Vary (Strong) [U1]
+                V1 V2 V3 V4 [remix]                   Zoom Out 2x, 1.5x, Custom Zoom, Vary (Region)
+                V1s V2s V3s V4s [delete]              left right up down (pan)
+                                                      [remix] [reroll] [delete]
     """
     view = discord.ui.View(timeout=None)
     count = max(1, min(count, 4))
@@ -193,10 +177,11 @@ def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui
         view.add_item(VariationButton(job_id, 0, True, row=0, single=True))
         if kind != "upscale":
             view.add_item(UpscaleButton(job_id, 0, row=0))
-        view.add_item(JobButton("m", job_id, row=1))
+        add_edit_buttons(view, job_id, first_row=1)
+        view.add_item(JobButton("m", job_id, row=3))
         if kind != "upscale":
-            view.add_item(JobButton("r", job_id, row=1))
-        view.add_item(JobButton("d", job_id, row=1))
+            view.add_item(JobButton("r", job_id, row=3))
+        view.add_item(JobButton("d", job_id, row=3))
         return view
     for i in range(count):
         view.add_item(UpscaleButton(job_id, i, row=0))
@@ -247,32 +232,16 @@ class RemixModal(discord.ui.Modal, title="Remix"):
         """Answered by ``handle_modal_submit`` (also after a restart), not by this instance."""
 
 
-def modal_values(data: dict[str, Any]) -> dict[str, str]:
-    """``{custom_id: value}`` of a modal submission (action rows or labels)."""
-    values: dict[str, str] = {}
-
-    def walk(components: list[dict[str, Any]]) -> None:
-        for comp in components:
-            if "custom_id" in comp and "value" in comp:
-                values[comp["custom_id"]] = str(comp["value"] or "")
-            walk(comp.get("components", []))
-            if isinstance(comp.get("component"), dict):
-                walk([comp["component"]])
-
-    walk(data.get("components", []))
-    return values
-
-
 async def handle_modal_submit(interaction: discord.Interaction) -> bool:
-    """Run a remix submission; False when the interaction is not one of ours."""
+    """Run a remix or edit form's submission; False when the interaction is not one of ours."""
     if interaction.type != discord.InteractionType.modal_submit:
         return False
     data: dict[str, Any] = dict(interaction.data or {})
     match = REMIX_MODAL.match(str(data.get("custom_id", "")))
     if match is None:
-        return False
+        return await handle_edit_modal(interaction, data)
     values = modal_values(data)
-    await _run(
+    await run_handler(
         interaction,
         "remix_submitted",
         match["job"],

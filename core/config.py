@@ -61,6 +61,12 @@ class ModelSettings(BaseModel):
     default_guidance: float | None = None
     default_size: int | None = None  # long side in px; None = model family default
     max_batch: int = 4  # images per denoising call when co-batching
+    # /blend's IP-Adapter: a hub repo or folder laid out like h94/IP-Adapter, "tiny" (random, for
+    # tests) or None (off: /blend says how to enable it). generation/blend.py.
+    ip_adapter: str | None = None
+    ip_adapter_subfolder: str = "models"
+    ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
+    ip_adapter_scale: float = Field(default=0.7, ge=0.0, le=2.0)  # how much the images lead
 
 
 def usable_cores() -> int:

@@ -38,6 +38,7 @@ class JobKind(str, Enum):
     ZOOM = "zoom"  # Zoom Out 1.5x / 2x: the image shrunk into its canvas, the border painted
     PAN = "pan"  # the canvas extended on one side, that strip painted
     REGION = "region"  # Vary (Region): one part of the image painted again
+    BLEND = "blend"  # /blend: 2-5 images steer the model through an IP-Adapter
 
 
 class JobBlocked(Exception):

@@ -143,7 +143,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN energy_joules REAL;
     """,
-    # v4: Zoom Out, Pan and Vary (Region) jobs. SQLite cannot change a CHECK in place, so the
+    # v4: Zoom Out, Pan, Vary (Region) and /blend jobs. SQLite cannot change a CHECK in place, so the
     # table is rebuilt (its 12-step procedure; _migrate turns foreign keys off around it).
     """
     CREATE TABLE jobs_v4 (
@@ -153,7 +153,7 @@ MIGRATIONS: list[str] = [
         channel_id INTEGER,
         user_id INTEGER NOT NULL,
         kind TEXT NOT NULL CHECK (kind IN
-            ('imagine', 'variation', 'upscale', 'reroll', 'zoom', 'pan', 'region')),
+            ('imagine', 'variation', 'upscale', 'reroll', 'zoom', 'pan', 'region', 'blend')),
         params TEXT NOT NULL,
         parent_job_id TEXT REFERENCES jobs(id),
         parent_image_index INTEGER,

@@ -107,6 +107,16 @@ class JournalRows(StoreBase):
         rows = await self.db.execute_fetchall("SELECT * FROM accepted ORDER BY created_at, id")
         return [AcceptedInteraction.from_row(r) for r in rows]
 
+    async def permutations_queued(self, interaction_id: int) -> set[int]:
+        """Which combinations of a permutation prompt already have a job (a replay skips them);
+        the last one's job carries ``interaction_id`` and ends the replays itself."""
+        rows = await self.db.execute_fetchall(
+            "SELECT json_extract(delivery, '$.permutation') FROM jobs "
+            "WHERE json_extract(delivery, '$.permutation_of') = ?",
+            (interaction_id,),
+        )
+        return {int(r[0]) for r in rows if r[0] is not None}
+
     async def job_for_interaction(self, interaction_id: int) -> Job | None:
         rows = await self.db.execute_fetchall(
             "SELECT * FROM jobs WHERE json_extract(delivery, '$.interaction_id') = ?",

@@ -8,6 +8,7 @@ one batched pass instead of several.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import logging
@@ -23,6 +24,7 @@ from core.config import Settings
 from core.errors import JobCancelled, OutOfMemory
 from core.grid import make_grid
 from generation.batching import BatchRows, batch_results, chunks, step_callback
+from generation.blend import adapter_for, adapter_on
 from generation.img2img import variation_of
 from generation.inpaint import inpaint_view, load_inpaint_model
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
@@ -137,6 +139,8 @@ class Engine:
         """Requests with equal keys can share one denoising call."""
         req = self.validate(req) if req.seed is None or req.width is None else req
         img2img = req.init_image is not None
+        if req.references:  # one set of /blend images per pipeline call
+            return (self.name, "blend", id(req))
         mode = "canvas" if req.canvas is not None else "img2img" if img2img else "txt2img"
         return (
             self.name,
@@ -241,11 +245,15 @@ class Engine:
             kwargs.update(image=rows.init_images, strength=first.strength)
         else:
             kwargs.update(width=first.width, height=first.height)
+        adapter = contextlib.nullcontext()
+        if first.references:  # /blend: the images steer every row through the IP-Adapter
+            adapter = adapter_on(pipe, adapter_for(pipe, self.limits))
+            kwargs["ip_adapter_image"] = [list(first.references)]
         started = time.perf_counter()
         vae_dtype = pipe.vae.dtype
         out_of_memory = False
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), adapter:
                 kwargs.update(  # no local of its own: ``del kwargs`` frees the embeddings
                     prompt_kwargs(
                         pipe, rows.prompts, rows.negatives,

@@ -20,7 +20,7 @@ from PIL import Image
 
 from core.errors import UserInputError
 
-KINDS = ("imagine", "variation", "upscale", "reroll", "zoom", "pan", "region")
+KINDS = ("imagine", "variation", "upscale", "reroll", "zoom", "pan", "region", "blend")
 # Kinds that repaint part of a canvas built from ``init_image`` (``generation/outpaint.py``).
 CANVAS_KINDS = ("zoom", "pan", "region")
 # Request scheduler name -> A1111 "Sampler" name (what people paste into other tools).
@@ -74,6 +74,8 @@ class GenerationRequest:
     canvas: str | None = None
     tile: bool = False  # --tile: seamless, the image wraps around left/right and top/bottom
     chaos: int = 0  # --chaos 0-100: how far apart the images of one grid may wander
+    # /blend: the images that steer the model through the IP-Adapter (generation/blend.py).
+    references: tuple[Image.Image, ...] = field(default=(), repr=False, compare=False)
 
     def replace(self, **changes: Any) -> GenerationRequest:
         return dataclasses.replace(self, **changes)
@@ -90,19 +92,21 @@ class GenerationRequest:
         params = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
-            if f.name != "init_image"
+            if f.name not in ("init_image", "references")
         }
         params["init_image"] = None
+        if self.init_image is None and not self.references:
+            return params
+        if init_image_path is None:
+            raise ValueError("a request with images needs init_image_path to be serialised")
+        path = Path(init_image_path)
         if self.init_image is not None:
-            if init_image_path is None:
-                raise ValueError(
-                    "a request with an init image needs init_image_path to be serialised"
-                )
-            path = Path(init_image_path)
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self.init_image.save(path, format="PNG")
-            params["init_image"] = str(path)
+            params["init_image"] = _saved(self.init_image, path)
+        if self.references:  # beside it: <job>_ref0.png, <job>_ref1.png, ...
+            params["references"] = [
+                _saved(image, path.with_name(f"{path.stem}_ref{k}.png"))
+                for k, image in enumerate(self.references)
+            ]
         return params
 
     @classmethod
@@ -120,9 +124,21 @@ class GenerationRequest:
         path = values.pop("init_image", None)
         if path is not None:
             values["init_image"] = load_image(path, what="init image")
+        values["references"] = tuple(
+            load_image(p, what=f"/blend image {k + 1}")
+            for k, p in enumerate(values.pop("references", None) or [])
+        )
         if "prompt" not in values:
             raise UserInputError("request has no prompt")
         return cls(**values)
+
+
+def _saved(image: Image.Image, path: Path) -> str:
+    """``image`` as a PNG at ``path`` (kept when it exists: a replayed job saves nothing twice)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, format="PNG")
+    return str(path)
 
 
 def parse_aspect_ratio(text: str) -> float:
@@ -310,6 +326,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
                 f"steps x strength is {steps} x {strength:g} < 1, so nothing would change; "
                 f"use at least {math.ceil(1 / strength)} steps or a higher strength"
             )
+    _check_references(req)
     return req.replace(
         prompt=prompt,
         negative_prompt=negative,
@@ -323,6 +340,20 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         count=count,
         strength=strength,
     )
+
+
+def _check_references(req: GenerationRequest) -> None:
+    """/blend's images: 2 to 5 images for a blend (kept by its rerolls), never beside an init
+    image (a blend starts from noise)."""
+    refs = req.references or ()
+    if not all(isinstance(r, Image.Image) for r in refs):
+        raise UserInputError("blend images must be images (load them with core.images.load_image)")
+    if req.kind == "blend" and not 2 <= len(refs) <= 5:
+        raise UserInputError(f"/blend takes 2 to 5 images, not {len(refs)}")
+    if len(refs) > 5:
+        raise UserInputError(f"a blend takes at most 5 images, not {len(refs)}")
+    if refs and req.init_image is not None:
+        raise UserInputError("a blend starts from its images alone; it takes no init image")
 
 
 def infotext(

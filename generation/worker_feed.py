@@ -119,10 +119,12 @@ class Feeder:
             sized = validated.replace(count=1, width=src.width, height=src.height)
             cost = self.engine.estimate_cost(sized) * UPSCALE_COST_FACTOR
             key = None  # never co-batched
+        elif validated.references:
+            key = None  # one set of /blend images per pipeline call: never co-batched
         else:
             key = self.engine.batch_key(validated)
         init_path = None
-        if validated.init_image is not None:
+        if validated.init_image is not None or validated.references:
             init_path = Path(self.settings.images_dir) / "inputs" / f"{job_id}.png"
         params = validated.to_params(init_image_path=init_path)
         json.dumps(params)  # fail here, not in the store, if something is not JSON-safe

@@ -51,7 +51,7 @@ class Recovering:
 
     def _stored_batch_key(self, job: Job) -> Any:
         """Batch key of a recovered job, without decoding its init image."""
-        if job.kind == JobKind.UPSCALE or job.params.get("init_image"):
+        if job.kind == JobKind.UPSCALE or job.params.get("init_image") or job.params.get("references"):
             return None  # image jobs run alone after a restart; correct, merely less batched
         from generation.request import GenerationRequest
 

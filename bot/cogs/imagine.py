@@ -108,8 +108,10 @@ class ImagineCog(commands.Cog, name=HANDLER_COG):
         strong: bool = False,
         prompt: str | None = None,
         deferred: bool = False,
+        canvas: str | None = None,
     ) -> None:
-        """Upscale, variation or reroll of a finished job, charged to whoever pressed."""
+        """Upscale, variation, reroll, zoom, pan or region of a finished job, charged to
+        whoever pressed (``canvas``: see ``derive.derived_request``)."""
         submitter = self.bot.submitter
         parent = await self.store.get_job(job_id)
         private = bool(parent and parent.delivery.get("private"))
@@ -118,7 +120,7 @@ class ImagineCog(commands.Cog, name=HANDLER_COG):
                 await self.bot.acceptor.accept(interaction, ephemeral=private, press=True)
             parent = await derive.usable_parent(submitter, interaction, parent, job_id)
             request, extra = await derive.derived_request(
-                submitter, parent, kind, index, strong, prompt
+                submitter, parent, kind, index, strong, prompt, canvas
             )
             extra.update(
                 await submitter.gate(

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 HELP = """**/imagine** `prompt` makes four images. Add Midjourney-style parameters to the prompt:
 `--ar 16:9` shape, `--seed 42` repeatable, `--no trees` leave out, `--q .5|1|2` quality,
-`--s 0-1000` stylize, `--steps N`, `--count 1-4`, `--style NAME`.
+`--s 0-1000` stylize, `--steps N`, `--count 1-4`, `--style NAME`, `--tile` seamless,
+`--chaos 0-100` varied. `a {{red, blue}} car` queues one job per colour; `a cat::2 a dog::1` mixes.
 Known parameters: {known}
 
 Under a result: **U1-U4** upscale an image, **V1-V4** vary it (subtle; the second row is strong),
@@ -27,9 +28,12 @@ Under a result: **U1-U4** upscale an image, **V1-V4** vary it (subtle; the secon
 \N{WASTEBASKET} deletes (author or moderator). Anyone in the channel may press them unless the
 server restricts it. Reactions work too: \N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS} reroll,
 \N{UPWARDS BLACK ARROW} upscale image 1, \N{ARTIST PALETTE} vary image 1.
+Under a single image: **Zoom Out 2x / 1.5x / Custom Zoom**, pan \N{LEFTWARDS BLACK ARROW} \N{BLACK RIGHTWARDS ARROW} \N{UPWARDS BLACK ARROW} \N{DOWNWARDS BLACK ARROW}
+(extend the canvas), **Vary (Region)** (repaint a part you pick).
 
 **/queue** your jobs, **/cancel** one, **/settings** your defaults, **/show** `job` re-post a result,
-**/stats** what the GPU has done, **/provenance** `image` who made an image."""
+**/stats** what the GPU has done, **/provenance** `image` who made an image,
+**/blend** 2-5 images into new ones."""
 
 
 class UserCog(commands.Cog):
@@ -78,7 +82,10 @@ class UserCog(commands.Cog):
 
     @app_commands.command(name="settings", description="Your defaults for /imagine")
     @app_commands.describe(
-        aspect_ratio="Default shape", private="Reply privately by default", style="Default style"
+        aspect_ratio="Default shape",
+        private="Reply privately by default",
+        style="Default style",
+        remix="Remix mode: Zoom Out and Pan ask for the prompt first",
     )
     @app_commands.choices(aspect_ratio=ASPECT_CHOICES, style=STYLE_CHOICES)
     async def settings(
@@ -87,10 +94,15 @@ class UserCog(commands.Cog):
         aspect_ratio: str | None = None,
         private: bool | None = None,
         style: str | None = None,
+        remix: bool | None = None,
     ) -> None:
         await interaction.response.send_message(
             await self._update_settings(
-                interaction.user.id, aspect_ratio=aspect_ratio, private=private, style=style
+                interaction.user.id,
+                aspect_ratio=aspect_ratio,
+                private=private,
+                style=style,
+                remix=remix,
             ),
             ephemeral=True,
         )
@@ -106,7 +118,8 @@ class UserCog(commands.Cog):
         return (
             f"Your defaults: aspect ratio **{current.aspect_ratio or 'model default'}**, "
             f"private replies **{'on' if current.private else 'off'}**, "
-            f"style **{current.style or 'none'}**."
+            f"style **{current.style or 'none'}**, "
+            f"remix mode **{'on' if current.remix else 'off'}**."
             + ("" if updates else " Set them with the options of /settings.")
         )
 

@@ -298,6 +298,8 @@ async def add_job(redis: Any, jobs_key: str, inflight_key: str, job: Job) -> Non
     }
     if path := job.params.get("init_image"):
         fields["init"] = await asyncio.to_thread(Path(path).read_bytes)
+    for k, ref in enumerate(job.params.get("references") or []):  # /blend's images
+        fields[f"ref{k}"] = await asyncio.to_thread(Path(ref).read_bytes)
     pipe = redis.pipeline(transaction=True)
     pipe.xadd(jobs_key, fields)
     pipe.hset(inflight_key, job.id, token)

@@ -53,6 +53,7 @@ class Held:
     kind: str
     params: dict[str, Any]
     init_png: bytes | None = None
+    reference_pngs: list[bytes] = field(default_factory=list)  # /blend's images
     token: str = ""  # the bot's dispatch token, echoed in results
     request: Any = None  # GenerationRequest, once prepared
     key: Hashable = None  # batch key (None: runs alone)
@@ -111,9 +112,15 @@ class EngineRunner:
             path = workdir / f"{held.job_id}.png"
             path.write_bytes(held.init_png)
             params["init_image"] = str(path)
+        if held.reference_pngs:
+            params["references"] = []
+            for k, png in enumerate(held.reference_pngs):
+                ref = workdir / f"{held.job_id}_ref{k}.png"
+                ref.write_bytes(png)
+                params["references"].append(str(ref))
         held.request = GenerationRequest.from_params(params)
         held.count = int(held.request.count or 1)
-        if held.kind != "upscale" and held.request.init_image is None:
+        if held.kind != "upscale" and held.request.init_image is None and not held.request.references:
             held.key = self.engine.batch_key(held.request)
 
     def run(self, batch: list[Held]) -> None:
@@ -424,8 +431,12 @@ class GpuWorker:
         self._held.pop(held.entry_id, None)
         with contextlib.suppress(ValueError):
             self._waiting.remove(held)
-        with contextlib.suppress(OSError):
-            (self._workdir / f"{held.job_id}.png").unlink(missing_ok=True)
+        names = [f"{held.job_id}.png"] + [
+            f"{held.job_id}_ref{k}.png" for k in range(len(held.reference_pngs))
+        ]
+        for name in names:
+            with contextlib.suppress(OSError):
+                (self._workdir / name).unlink(missing_ok=True)
         self._room.set()
 
     # --- heartbeat and advertisement -----------------------------------------------------------
@@ -518,5 +529,8 @@ def _held(eid: Any, fields: dict[bytes, bytes]) -> Held:
         kind=protocol.text(fields, "kind") or "imagine",
         params=json.loads(protocol.text(fields, "params") or "{}"),
         init_png=fields.get(b"init"),
+        reference_pngs=[
+            fields[f"ref{k}".encode()] for k in range(5) if f"ref{k}".encode() in fields
+        ],
         token=protocol.text(fields, "token") or "",
     )
