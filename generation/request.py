@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from core.errors import UserInputError
+from generation.prompt_weights import check_weights
 
 KINDS = ("imagine", "variation", "upscale", "reroll", "zoom", "pan", "region")
 # Kinds that repaint part of a canvas built from ``init_image`` (``generation/outpaint.py``).
@@ -245,6 +246,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         raise UserInputError(
             f"prompt is {len(prompt)} characters long; the limit is {max_chars} characters"
         )
+    check_weights(prompt)
     negative = (req.negative_prompt or "").strip()
     if len(negative) > max_chars:
         raise UserInputError(
