@@ -34,6 +34,7 @@ from generation.results import (
     latent_space,
     latents_preview,
 )
+from generation.tiling import seamless
 from generation.upscale import TILE_OVERLAP, tile_layout, upscale_image
 
 # Where callers import them from since these lived here (the worker, the tests, bench/).
@@ -143,6 +144,7 @@ class Engine:
             req.scheduler,
             "img2img" if img2img else "txt2img",
             req.strength if img2img else None,
+            req.tile,
         )
 
     def estimate_cost(self, req: GenerationRequest) -> float:
@@ -242,7 +244,8 @@ class Engine:
                         guided=guided, xl=self.xl, device=self.device,
                     )
                 )
-                output = pipe(**kwargs)
+                with seamless(pipe, first.tile):
+                    output = pipe(**kwargs)
         except JobCancelled:
             raise
         except Exception as exc:

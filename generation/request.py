@@ -270,6 +270,9 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
     seed = _check_int("seed", seed, 0, MAX_SEED)
     count = _check_int("image count", req.count, 1, int(limits.max_count))
     strength = _check_float("strength", req.strength, 0.0, 1.0)
+    if not isinstance(req.tile, bool):
+        raise UserInputError(f"tile must be true or false, got {req.tile!r}")
+    _check_int("chaos", req.chaos, 0, 100)
     if req.init_image is not None:
         if not isinstance(req.init_image, Image.Image):
             raise UserInputError(
