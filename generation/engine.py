@@ -23,6 +23,7 @@ from core.config import Settings
 from core.errors import JobCancelled, OutOfMemory
 from core.grid import make_grid
 from generation.batching import BatchRows, batch_results, chunks, step_callback
+from generation.chaos import ChaosPlan
 from generation.img2img import variation_of
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
 from generation.prompt_embeds import prompt_kwargs
@@ -190,9 +191,10 @@ class Engine:
         in between. Each report copies latents off the device (a GPU sync) and, in the bot, wakes
         the event loop, while the bot edits its message only every ~1.5 s anyway.
         """
+        plan = ChaosPlan.of([self.validate(r) for r in reqs])  # --chaos: one request per image
+        resolved, progress = plan.requests, plan.progress(progress)
         if progress is not None and progress_interval_s > 0:
             progress = Throttled(progress, progress_interval_s)
-        resolved = [self.validate(r) for r in reqs]
         results: list[GenerationResult | None] = [None] * len(resolved)
         groups: dict[Hashable, list[int]] = {}
         for i, req in enumerate(resolved):
@@ -203,7 +205,7 @@ class Engine:
                     chunk, self._run_batch(chunk, resolved, progress, should_cancel), strict=True
                 ):
                     results[i] = result
-        return [r for r in results if r is not None]
+        return plan.merge([r for r in results if r is not None])
 
     def _run_batch(
         self,

@@ -272,7 +272,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
     strength = _check_float("strength", req.strength, 0.0, 1.0)
     if not isinstance(req.tile, bool):
         raise UserInputError(f"tile must be true or false, got {req.tile!r}")
-    _check_int("chaos", req.chaos, 0, 100)
+    chaos = _check_int("chaos", req.chaos, 0, 100)
     if req.init_image is not None:
         if not isinstance(req.init_image, Image.Image):
             raise UserInputError(
@@ -297,6 +297,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         seed=seed,
         count=count,
         strength=strength,
+        chaos=chaos,
     )
 
 
