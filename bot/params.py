@@ -311,8 +311,9 @@ def ignored_by_model(params: PromptParams, guidance: float) -> str | None:
     effective = params.effective_guidance()
     if (guidance if effective is None else effective) > 1.0:
         return None
-    ignored = [name for name, used in (("--no", params.negative_prompt), ("--chaos", params.chaos))
-               if used]
+    ignored = [
+        name for name, used in (("--no", params.negative_prompt), ("--chaos", params.chaos)) if used
+    ]
     if not ignored:
         return None
     if effective is None:

@@ -56,11 +56,11 @@ def check_weights(prompt: str) -> None:
         return
     parts = split_weighted(prompt)
     if not parts:
-        raise UserInputError("the prompt has '::' separators but no text; write e.g. a cat::2 a dog")
-    if len(parts) > MAX_PARTS:
         raise UserInputError(
-            f"the prompt has {len(parts)} '::' parts; the limit is {MAX_PARTS}"
+            "the prompt has '::' separators but no text; write e.g. a cat::2 a dog"
         )
+    if len(parts) > MAX_PARTS:
+        raise UserInputError(f"the prompt has {len(parts)} '::' parts; the limit is {MAX_PARTS}")
     for text, weight in parts:
         if not math.isfinite(weight) or not -MAX_WEIGHT <= weight <= MAX_WEIGHT:
             raise UserInputError(

@@ -84,10 +84,22 @@ def test_remix_keeps_tile_and_chaos_left_in_the_text_and_drops_a_deleted_tile() 
             0.0,
             "this model runs without guidance, so --no and --chaos have no effect",
         ),
-        ("a cat --chaos 0 --no dogs", 0.0, "this model runs without guidance, so --no has no effect"),
+        (
+            "a cat --chaos 0 --no dogs",
+            0.0,
+            "this model runs without guidance, so --no has no effect",
+        ),
         ("a cat --no dogs --cfg 4", 0.0, None),  # --cfg turns guidance on for a Turbo model
-        ("a cat --no dogs --cfg 1", 7.0, "guidance is off (--cfg 1 is 1 or less), so --no has no effect"),
-        ("a cat --chaos 9 --s 0", 7.0, "guidance is off (--s 0 gives guidance 1), so --chaos has no effect"),
+        (
+            "a cat --no dogs --cfg 1",
+            7.0,
+            "guidance is off (--cfg 1 is 1 or less), so --no has no effect",
+        ),
+        (
+            "a cat --chaos 9 --s 0",
+            7.0,
+            "guidance is off (--s 0 gives guidance 1), so --chaos has no effect",
+        ),
         ("a cat::2 a dog", 0.0, None),  # weights are an embedding mix, not guidance
     ],
 )

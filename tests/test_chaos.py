@@ -52,7 +52,13 @@ def test_chaos_spreads_guidance_and_keeps_image_zero(tiny_engine: Engine) -> Non
 
 def test_guidance_spread_is_clamped_and_unguided_requests_stay_put() -> None:
     req = BASE.replace(chaos=100, guidance=25.0, count=5)
-    assert [image_guidance(req, i) for i in range(5)] == [25.0, 12.5, MAX_GUIDANCE, MAX_GUIDANCE, 1.0]
+    assert [image_guidance(req, i) for i in range(5)] == [
+        25.0,
+        12.5,
+        MAX_GUIDANCE,
+        MAX_GUIDANCE,
+        1.0,
+    ]
     turbo = BASE.replace(chaos=100, guidance=0.0)
     assert [image_guidance(turbo, i) for i in range(4)] == [0.0] * 4
     assert image_guidance(BASE.replace(chaos=50, count=1), 0) == 6.0

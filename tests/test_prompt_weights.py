@@ -134,6 +134,7 @@ def test_unweighted_rows_of_a_mixed_batch_keep_their_pixels(tiny_engine: Engine)
 
 def test_weights_work_without_guidance(tiny_engine: Engine) -> None:
     """Turbo models run unguided; the mix is in the conditioning, so it still counts."""
+
     def run(prompt: str) -> np.ndarray:
         req = GenerationRequest(prompt, seed=3, count=1, steps=2, guidance=0.0)
         return pixels(tiny_engine.generate([req])[0].images[0])
