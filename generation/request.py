@@ -314,6 +314,7 @@ def infotext(req: GenerationRequest, seed: int, model: str) -> str:
         f"Size: {req.width}x{req.height}",
         f"Model: {model}",
         f"Denoising strength: {req.strength:g}" if req.init_image is not None else None,
+        "Tiling: True" if req.tile else None,  # A1111's own field, so the setting travels too
     ]
     lines.append(", ".join(f for f in fields if f))
     return "\n".join(lines)

@@ -90,3 +90,10 @@ def test_tile_is_part_of_the_batch_key_and_checked(tiny_engine: Engine) -> None:
     assert tiny_engine.batch_key(req) != tiny_engine.batch_key(req.replace(tile=True))
     with pytest.raises(UserInputError, match="tile must be true or false"):
         tiny_engine.validate(req.replace(tile="yes"))
+
+
+def test_infotext_says_tiling(tiny_engine: Engine) -> None:
+    [res] = tiny_engine.generate([GenerationRequest("a cat", seed=1, count=1, steps=1, tile=True)])
+    assert "Tiling: True" in res.infotext(0) and res.metadata()["tile"] is True
+    [plain] = tiny_engine.generate([GenerationRequest("a cat", seed=1, count=1, steps=1)])
+    assert "Tiling" not in plain.infotext(0)
