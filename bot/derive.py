@@ -155,9 +155,12 @@ def remix_changes(params: PromptParams) -> dict[str, Any]:
     }
     if params.aspect_ratio:
         changes.update(aspect_ratio=params.aspect_ratio, width=None, height=None)
-    for name in ("steps", "guidance", "scheduler", "count"):
+    for name in ("steps", "guidance", "scheduler", "count", "chaos"):
         if kwargs.get(name) is not None:
             changes[name] = kwargs[name]
+    # --tile is a flag: the remix text starts with the parent's summary, so a tiled parent's
+    # text says --tile and leaving it in keeps tiling; deleting it is how a user turns it off.
+    changes["tile"] = params.tile
     return changes
 
 

@@ -43,7 +43,11 @@ KNOWN: dict[str, tuple[str, ...]] = {
     "cfg": ("guidance",),
     "strength": ("iw",),
     "sampler": ("scheduler",),
+    "tile": (),
+    "chaos": ("c",),
 }
+# Parameters that take no value: ``--tile`` alone switches it on.
+FLAGS = ("tile",)
 _ALIASES = {alias: name for name, aliases in KNOWN.items() for alias in (name, *aliases)}
 
 # "--name" at the start or after whitespace. iOS and macOS turn "--" into an em dash.
@@ -68,6 +72,8 @@ class PromptParams:
     guidance: float | None = None
     strength: float | None = None
     scheduler: str | None = None
+    tile: bool = False
+    chaos: int | None = None
     given: tuple[str, ...] = field(default=())  # parameter names as the user wrote them
 
     def styled(self) -> PromptParams:
@@ -103,6 +109,10 @@ class PromptParams:
             kwargs["count"] = self.count
         if self.strength is not None:
             kwargs["strength"] = self.strength
+        if self.tile:
+            kwargs["tile"] = True
+        if self.chaos is not None:
+            kwargs["chaos"] = self.chaos
         return kwargs
 
     def summary(self) -> str:
@@ -120,12 +130,15 @@ class PromptParams:
             ("cfg", self.guidance),
             ("strength", self.strength),
             ("sampler", self.scheduler),
+            ("chaos", self.chaos),
         ):
             if value is not None:
                 parts.append(
                     f"--{name} {value:g}" if isinstance(value, float) else f"--{name} {value}"
                 )
-        if self.negative_prompt:
+        if self.tile:
+            parts.append("--tile")
+        if self.negative_prompt:  # last: --no takes the rest of the text
             parts.append(f"--no {self.negative_prompt}")
         return " ".join(parts)
 
@@ -194,6 +207,8 @@ def parse_prompt(
         guidance=values.pop("cfg", None),
         strength=values.pop("strength", None),
         scheduler=values.pop("sampler", None),
+        tile=values.pop("tile", False),
+        chaos=values.pop("chaos", None),
         given=tuple(given),
     )
 
@@ -213,6 +228,12 @@ def parse_aspect_ratio(raw: str, *, what: str = "--ar") -> str:
 
 def _parse_value(name: str, raw_name: str, raw: str, *, max_steps: int, max_count: int) -> Any:
     flag = f"--{raw_name}"
+    if name in FLAGS:
+        if raw:
+            raise UserInputError(
+                f"{flag} takes no value (write it alone, before or after the others), not {raw!r}"
+            )
+        return True
     if name == "no":
         if not visible_text(raw).strip():
             raise UserInputError("--no needs the things to leave out, e.g. --no trees, cars")
@@ -236,6 +257,8 @@ def _parse_value(name: str, raw_name: str, raw: str, *, max_steps: int, max_coun
         return _int(flag, raw, 1, max_count)
     if name == "cfg":
         return _float(flag, raw, 0.0, 30.0)
+    if name == "chaos":
+        return _int(flag, raw, 0, 100)
     if name == "strength":
         return _float(flag, raw, 0.05, 1.0)
     if name == "style":
@@ -274,3 +297,30 @@ def _float(flag: str, raw: str, low: float, high: float) -> float:
     if not low <= value <= high:  # also rejects NaN
         raise UserInputError(f"{flag} must be from {low:g} to {high:g}, not {raw}")
     return value
+
+
+def ignored_by_model(params: PromptParams, guidance: float) -> str | None:
+    """A one-line note when guidance is off, naming what the user typed that then does nothing.
+
+    Without classifier-free guidance (Turbo models, whose default guidance is 1 or less, or a
+    ``--cfg`` of 1 or less) the pipeline never runs the negative branch, and ``--chaos`` spreads
+    guidance around a value that is not used, so both would be ignored without a word.
+    ``guidance`` is the model's default; a ``--cfg``/``--s`` that turns guidance on wins.
+    Multi-prompt weights (``::``) are an embedding mix and still work, so they are not named.
+    """
+    effective = params.effective_guidance()
+    if (guidance if effective is None else effective) > 1.0:
+        return None
+    ignored = [
+        name for name, used in (("--no", params.negative_prompt), ("--chaos", params.chaos)) if used
+    ]
+    if not ignored:
+        return None
+    if effective is None:
+        cause = "this model runs without guidance"
+    elif params.guidance is not None:
+        cause = f"guidance is off (--cfg {effective:g} is 1 or less)"
+    else:
+        cause = f"guidance is off (--s {params.stylize} gives guidance 1)"
+    verb = "has" if len(ignored) == 1 else "have"
+    return f"{cause}, so {' and '.join(ignored)} {verb} no effect"

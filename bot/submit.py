@@ -18,13 +18,8 @@ import discord
 
 from bot import gate
 from bot.access import is_nsfw
-from bot.params import (
-    PromptParams,
-    expand_permutations,
-    ignored_by_model,
-    parse_aspect_ratio,
-    parse_prompt,
-)
+from bot.params import PromptParams, ignored_by_model, parse_aspect_ratio, parse_prompt
+from bot.permutations import expand_permutations
 from bot.replies import BANNED, NO_WORKER, reply_error
 from bot.uploads import read_upload
 from core.errors import UserInputError

@@ -135,6 +135,9 @@ class DiscordSettings(BaseModel):
     # /provenance lookups per user per minute: each reads up to 7 marks, and a flood of them
     # would probe the watermark.
     lookups_per_minute: int = Field(default=10, ge=1)
+    # A prompt with {a, b} groups becomes one job per combination; more than this is refused
+    # (each combination costs a full job, and one message should not fill the queue).
+    max_permutations: int = Field(default=10, ge=1)
     # A result Discord refuses with a 5xx, a 429 or a network error is retried this many times
     # (waits double from delivery_backoff_s), then the job records why and the user is told.
     delivery_attempts: int = Field(default=5, ge=1)

@@ -25,6 +25,7 @@ from core.errors import JobCancelled, OutOfMemory
 from core.grid import make_grid
 from generation.batching import BatchRows, batch_results, chunks, step_callback
 from generation.blend import adapter_for, adapter_on
+from generation.chaos import ChaosPlan
 from generation.img2img import variation_of
 from generation.inpaint import inpaint_view, load_inpaint_model
 from generation.loading import LoadedModel, is_sdxl, load_model, make_scheduler
@@ -37,6 +38,7 @@ from generation.results import (
     latent_space,
     latents_preview,
 )
+from generation.tiling import seamless
 from generation.upscale import TILE_OVERLAP, tile_layout, upscale_image
 
 # Where callers import them from since these lived here (the worker, the tests, bench/).
@@ -151,6 +153,7 @@ class Engine:
             req.scheduler,
             mode,
             req.strength if img2img else None,
+            req.tile,
         )
 
     def estimate_cost(self, req: GenerationRequest) -> float:
@@ -197,9 +200,10 @@ class Engine:
         in between. Each report copies latents off the device (a GPU sync) and, in the bot, wakes
         the event loop, while the bot edits its message only every ~1.5 s anyway.
         """
+        plan = ChaosPlan.of([self.validate(r) for r in reqs])  # --chaos: one request per image
+        resolved, progress = plan.requests, plan.progress(progress)
         if progress is not None and progress_interval_s > 0:
             progress = Throttled(progress, progress_interval_s)
-        resolved = [self.validate(r) for r in reqs]
         results: list[GenerationResult | None] = [None] * len(resolved)
         groups: dict[Hashable, list[int]] = {}
         for i, req in enumerate(resolved):
@@ -210,7 +214,7 @@ class Engine:
                     chunk, self._run_batch(chunk, resolved, progress, should_cancel), strict=True
                 ):
                     results[i] = result
-        return [r for r in results if r is not None]
+        return plan.merge([r for r in results if r is not None])
 
     def _run_batch(
         self,
@@ -260,7 +264,8 @@ class Engine:
                         guided=guided, xl=is_sdxl(pipe), device=self.device,
                     )
                 )
-                output = pipe(**kwargs)
+                with seamless(pipe, first.tile):
+                    output = pipe(**kwargs)
         except JobCancelled:
             raise
         except Exception as exc:

@@ -19,6 +19,7 @@ from typing import Any
 from PIL import Image
 
 from core.errors import UserInputError
+from generation.prompt_weights import check_weights
 
 KINDS = ("imagine", "variation", "upscale", "reroll", "zoom", "pan", "region", "blend")
 # Kinds that repaint part of a canvas built from ``init_image`` (``generation/outpaint.py``).
@@ -287,6 +288,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         raise UserInputError(
             f"prompt is {len(prompt)} characters long; the limit is {max_chars} characters"
         )
+    check_weights(prompt)
     negative = (req.negative_prompt or "").strip()
     if len(negative) > max_chars:
         raise UserInputError(
@@ -314,6 +316,9 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
     seed = _check_int("seed", seed, 0, MAX_SEED)
     count = _check_int("image count", req.count, 1, int(limits.max_count))
     strength = _check_float("strength", req.strength, 0.0, 1.0)
+    if not isinstance(req.tile, bool):
+        raise UserInputError(f"tile must be true or false, got {req.tile!r}")
+    chaos = _check_int("chaos", req.chaos, 0, 100)
     if req.init_image is not None:
         if not isinstance(req.init_image, Image.Image):
             raise UserInputError(
@@ -339,6 +344,7 @@ def resolve(req: GenerationRequest, defaults: ModelDefaults, limits: Any) -> Gen
         seed=seed,
         count=count,
         strength=strength,
+        chaos=chaos,
     )
 
 
@@ -375,6 +381,7 @@ def infotext(
         f"Model: {model}",
         f"Denoising strength: {req.strength:g}" if req.init_image is not None else None,
         f"Canvas: {req.canvas}" if req.canvas is not None else None,
+        "Tiling: True" if req.tile else None,  # A1111's own field, so the setting travels too
     ]
     lines.append(", ".join(f for f in fields if f))
     return "\n".join(lines)

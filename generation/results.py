@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from core.grid import make_grid
+from generation.chaos import image_guidance
 from generation.request import GenerationRequest, infotext
 
 # Fixed latent -> RGB projections (least-squares fits, as ComfyUI and A1111 use them), one per
@@ -89,8 +90,10 @@ class GenerationResult:
         return make_grid(self.images)
 
     def infotext(self, index: int = 0) -> str:
-        """A1111 "parameters" text for image ``index`` (its own seed)."""
-        return infotext(self.request, self.seeds[index], self.model, (self.width, self.height))
+        """A1111 "parameters" text for image ``index`` (its own seed, and with ``--chaos`` its own
+        guidance: the CFG scale it was really made with)."""
+        req = self.request.replace(guidance=image_guidance(self.request, index))
+        return infotext(req, self.seeds[index], self.model, (self.width, self.height))
 
     def metadata(self) -> dict[str, Any]:
         """JSON-safe description of what was made and how long it took."""
@@ -106,6 +109,9 @@ class GenerationResult:
             "height": self.height,
             "steps": req.steps,
             "guidance": req.guidance,
+            "guidance_per_image": [image_guidance(req, i) for i in range(len(self.images))],
+            "chaos": req.chaos,
+            "tile": req.tile,
             "scheduler": req.scheduler,
             "strength": req.strength if req.init_image is not None else None,
             "count": len(self.images),

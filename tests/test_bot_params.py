@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.params import KNOWN, PromptParams, parse_aspect_ratio, parse_prompt
+from bot.derive import remix_changes
+from bot.params import KNOWN, PromptParams, ignored_by_model, parse_aspect_ratio, parse_prompt
 from core.errors import UserInputError
 
 
@@ -50,6 +51,64 @@ def test_summary_round_trips() -> None:
     assert again.seed == 7 and again.negative_prompt == "snow"
 
 
+def test_tile_and_chaos_reach_the_request_and_the_summary() -> None:
+    p = parse_prompt("a tiled floor --tile --c 40 --ar 2:1 --no grout")
+    assert (p.tile, p.chaos, p.negative_prompt) == (True, 40, "grout")
+    kwargs = p.request_kwargs()
+    assert (kwargs["tile"], kwargs["chaos"]) == (True, 40)
+    assert "--tile" in p.summary() and "--chaos 40" in p.summary()
+    again = parse_prompt(f"{p.prompt} {p.summary()}")
+    assert again.summary() == p.summary()
+    assert (again.tile, again.chaos, again.negative_prompt) == (True, 40, "grout")
+    plain = parse_prompt("a floor").request_kwargs()
+    assert "tile" not in plain and "chaos" not in plain
+    assert parse_prompt("a floor --chaos 0").chaos == 0  # given, so shown: a remix keeps it
+
+
+def test_remix_keeps_tile_and_chaos_left_in_the_text_and_drops_a_deleted_tile() -> None:
+    kept = remix_changes(parse_prompt("a floor --tile --chaos 30"))
+    assert (kept["tile"], kept["chaos"]) == (True, 30)
+    dropped = remix_changes(parse_prompt("a floor"))
+    assert dropped["tile"] is False and "chaos" not in dropped  # the parent's chaos stays
+
+
+@pytest.mark.parametrize(
+    ("text", "guidance", "note"),
+    [
+        ("a cat", 0.0, None),
+        ("a cat --no dogs", 7.0, None),
+        ("a cat --no dogs", 0.0, "this model runs without guidance, so --no has no effect"),
+        ("a cat --chaos 50", 1.0, "this model runs without guidance, so --chaos has no effect"),
+        (
+            "a cat --no dogs --chaos 50",
+            0.0,
+            "this model runs without guidance, so --no and --chaos have no effect",
+        ),
+        (
+            "a cat --chaos 0 --no dogs",
+            0.0,
+            "this model runs without guidance, so --no has no effect",
+        ),
+        ("a cat --no dogs --cfg 4", 0.0, None),  # --cfg turns guidance on for a Turbo model
+        (
+            "a cat --no dogs --cfg 1",
+            7.0,
+            "guidance is off (--cfg 1 is 1 or less), so --no has no effect",
+        ),
+        (
+            "a cat --chaos 9 --s 0",
+            7.0,
+            "guidance is off (--s 0 gives guidance 1), so --chaos has no effect",
+        ),
+        ("a cat::2 a dog", 0.0, None),  # weights are an embedding mix, not guidance
+    ],
+)
+def test_ignored_by_model_names_what_the_user_gave(
+    text: str, guidance: float, note: str | None
+) -> None:
+    assert ignored_by_model(parse_prompt(text), guidance) == note
+
+
 def test_double_dash_inside_words_is_prompt_text() -> None:
     assert parse_prompt("a well--lit room").prompt == "a well--lit room"
 
@@ -76,6 +135,12 @@ def test_double_dash_inside_words_is_prompt_text() -> None:
         ("a fox --seed 1 --seed 2", "twice"),
         ("a fox --no", "leave out"),
         ("a fox --seed", "needs a value"),
+        ("a fox --tile yes", "takes no value"),
+        ("a fox --tile --tile", "twice"),
+        ("a fox --chaos 101", "from 0 to 100"),
+        ("a fox --chaos -1", "from 0 to 100"),
+        ("a fox --chaos 2.5", "whole number"),
+        ("a fox --chaos", "needs a value"),
     ],
 )
 def test_bad_input_names_the_problem(text: str, words: str) -> None:
@@ -86,7 +151,7 @@ def test_bad_input_names_the_problem(text: str, words: str) -> None:
 
 def test_unknown_parameter_lists_the_known_ones() -> None:
     with pytest.raises(UserInputError) as info:
-        parse_prompt("a fox --chaos 50")
+        parse_prompt("a fox --weird 50")
     for name in KNOWN:
         assert f"--{name}" in str(info.value)
 
