@@ -82,7 +82,7 @@ def derived_line(job: Job, parent: Job | None) -> str:
     canvas = str(job.params.get("canvas") or "")
     if canvas.startswith(("zoom:", "pan:")):  # "Zoom Out 2x", "Pan left"
         what += f" {canvas.split(':', 1)[1]}" + ("x" if canvas.startswith("zoom:") else "")
-    if job.delivery.get("remix"):
+    if job.delivery.get("remix") and not canvas:  # an edit's form always holds a prompt
         what = f"Remix {what.lower()}"
     return f"{what} of {owner}'s{image} by {by}"
 

@@ -156,6 +156,12 @@ class Submitter:
                         ephemeral=private,
                     )
                     extra["message_id"] = message.id
+                else:
+                    # Fill the "thinking..." message before any follow-up: Discord puts the
+                    # first follow-up of a deferred interaction into it, where job 1 answers.
+                    await interaction.edit_original_response(
+                        content=f"`1/{total}` **{delivery['prompt'][:1800]}** is queued\u2026"
+                    )
                 await self.submit(
                     interaction, request, delivery=extra, replaces_accepted=k == total - 1
                 )

@@ -29,6 +29,19 @@ def tiny_engine(tiny_settings: Settings):
     return Engine.load(tiny_settings)
 
 
+@pytest.fixture(scope="session")
+def tiny_engine_128(tiny_settings: Settings):
+    """The tiny engine making 128 px images (an upscale is 256 px, where the watermark reads
+    back reliably), with /blend's tiny IP-Adapter: for end-to-end tests of those features."""
+    from generation.engine import Engine
+
+    model = tiny_settings.model.model_copy(update=TINY_128)
+    return Engine.load(tiny_settings.model_copy(update={"model": model}))
+
+
+TINY_128 = {"default_size": 128, "ip_adapter": "tiny"}  # the bot's side of tiny_engine_128
+
+
 # --- Discord emulator (playground/emulator) ----------------------------------------------------
 
 

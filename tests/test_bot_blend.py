@@ -10,20 +10,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import TINY_128
 from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness
 
 
 @pytest.fixture
-async def blend_harness(discord_emulator, tiny_engine, tmp_path: Path) -> AsyncIterator[Harness]:
+async def blend_harness(
+    discord_emulator, tiny_engine_128, tmp_path: Path
+) -> AsyncIterator[Harness]:
     async with _harness(
-        discord_emulator, tiny_engine, tmp_path, real_postprocess=False, model={"ip_adapter": "tiny"}
+        discord_emulator, tiny_engine_128, tmp_path, real_postprocess=False, model=TINY_128
     ) as h:
         yield h
 
 
 def _png(seed: int, size: tuple[int, int] = (64, 64)) -> bytes:
+    """A picture of its own: a colour gradient whose colours come from ``seed``."""
     rng = np.random.default_rng(seed)
-    pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    start, end = rng.integers(0, 255, 3), rng.integers(0, 255, 3)
+    ramp = np.linspace(0.0, 1.0, size[0])[None, :, None]
+    pixels = (start + (end - start) * ramp).repeat(size[1], axis=0).astype(np.uint8)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG")
     return buf.getvalue()
@@ -57,7 +63,7 @@ async def test_blend_of_two_images_delivers_a_grid_that_depends_on_them(
     other, _ = await blend(3, 4)
     diff = lambda x, y: np.abs(np.asarray(x, float) - np.asarray(y, float)).mean()  # noqa: E731
     assert diff(first, same) == 0.0, "same images and seed give the same blend"
-    assert diff(first, other) > 1.0, "other images give another blend"
+    assert diff(first, other) > 0.5, "other images give another blend"
 
     # A reroll of a blend blends the same images again (by anyone), with new seeds.
     reroll = await emu.click(message_of[job.id], f"ib:r:{job.id}", user=emu.bob)

@@ -140,7 +140,7 @@ def region_choices(image: Image.Image) -> dict[str, str]:
     from moderation.nsfw import FACE_LABELS, NsfwDetector
 
     choices = {label: box_op(box) for label, box in REGION_PRESETS.items()}
-    scan = NsfwDetector.get().scan([image])[0]
+    scan = NsfwDetector.get().scan(image)
     faces = [d for d in scan.detections if d.label in FACE_LABELS and d.score >= FACE_SCORE]
     for n, face in enumerate(faces[:MAX_FACES], start=1):
         choices[f"Face {n}" if len(faces) > 1 else "Face"] = box_op(
