@@ -87,9 +87,10 @@ async def derived_request(
     base = await asyncio.to_thread(GenerationRequest.from_params, params)
     if not keep_source:
         base = base.replace(init_image=None, kind="imagine", canvas=None)
-    seed = None
+    seed = count = None
     if prompt is not None:
         edited = submitter.parse(prompt)
+        count = edited.count
         base = base.replace(**remix_changes(edited))
         seed = edited.seed
         extra.update(remix=True, prompt=edited.prompt, summary=edited.summary())
@@ -100,7 +101,7 @@ async def derived_request(
         return request, extra
     image = await parent_image(submitter, parent, index or 0)
     if canvas is not None:
-        return canvas_request(submitter, base, kind, canvas, image, seed), extra
+        return canvas_request(submitter, base, kind, canvas, image, seed, count), extra
     if kind == "upscale":
         return base.replace(init_image=image, kind="upscale", count=1, seed=None), extra
     extra["strong"] = strong
@@ -115,9 +116,11 @@ def canvas_request(
     canvas: str,
     image: Any,
     seed: int | None,
+    count: int | None = None,
 ) -> GenerationRequest:
     """A zoom, pan or region request: the parent's prompt and settings, the image as the
-    source of the canvas, sized by the engine (``generation/outpaint.py``)."""
+    source of the canvas, sized by the engine (``generation/outpaint.py``); as many images as
+    an /imagine unless the edited prompt says ``--count``."""
     return base.replace(
         kind=kind,
         canvas=canvas,
@@ -127,7 +130,7 @@ def canvas_request(
         height=None,
         aspect_ratio=None,
         seed=seed,
-        count=min(DEFAULT_COUNT, int(submitter.settings.model.max_count)),
+        count=count or min(DEFAULT_COUNT, int(submitter.settings.model.max_count)),
         tile=False,  # a tile wraps around its edges; a zoom or pan gives it new ones
     )
 

@@ -205,3 +205,37 @@ async def test_tile_images_wrap_around(quick_harness: Harness) -> None:
     assert wrap_x > inside_x - 0.1 and wrap_y > inside_y - 0.1, "the tile wraps around"
     seam_x, inside_x, seam_y, inside_y = seams(Image.open(io.BytesIO(plain.attachments[0].data)))
     assert seam_x < inside_x / 2 and seam_y < inside_y / 2, "without --tile the edges do not meet"
+
+
+async def test_custom_zoom_and_remix_mode_ask_for_the_prompt_first(quick_harness: Harness) -> None:
+    harness = quick_harness
+    emu = harness.emu
+    msg, job = await _single_result(harness, "a harbour at dusk --count 1 --steps 2 --seed 6")
+
+    opened = await emu.click(msg, f"ib:e:{job.id}:0:zc", user=emu.bob)
+    modal = await emu.wait_for(lambda: emu.interaction(opened).modal, 10, "custom zoom form")
+    shown = modal["components"][0]["components"][0]["value"]
+    assert shown.startswith("a harbour at dusk") and shown.endswith("--zoom 2")
+    sub = await emu.submit_modal(
+        opened, {"prompt": "a harbour at dusk with boats --zoom 1.5 --count 1"}, user=emu.bob
+    )
+    zoom_msg = await harness.result_of(sub)
+    zoomed = await harness.delivered(sub)
+    assert zoomed.params["canvas"] == "zoom:1.5" and zoomed.params["count"] == 1
+    assert zoomed.params["prompt"] == "a harbour at dusk with boats"
+    assert "Zoom Out 1.5x of" in zoom_msg.content
+
+    bad = await emu.click(msg, f"ib:e:{job.id}:0:zc", user=emu.bob)
+    await emu.wait_for(lambda: emu.interaction(bad).modal, 10, "custom zoom form")
+    refused = await emu.submit_modal(bad, {"prompt": "a harbour --zoom 7"}, user=emu.bob)
+    assert "--zoom must be a number from 1.1 to 2" in (await _ephemeral_reply(emu, refused)).content
+
+    # Remix mode: a pan asks for the prompt first, then pans with the edited one.
+    done = await emu.send_slash("settings", {"remix": True}, user=emu.alice)
+    assert "remix mode **on**" in (await _ephemeral_reply(emu, done)).content
+    pan = await emu.click(msg, f"ib:e:{job.id}:0:pl", user=emu.alice)
+    await emu.wait_for(lambda: emu.interaction(pan).modal, 10, "remix-mode pan form")
+    sub = await emu.submit_modal(pan, {"prompt": "a harbour at dawn --count 1"}, user=emu.alice)
+    await harness.result_of(sub)
+    panned = await harness.delivered(sub)
+    assert panned.params["canvas"] == "pan:left" and panned.params["prompt"] == "a harbour at dawn"
