@@ -33,6 +33,8 @@ TINY_NAME = "tiny"
 # levels, and the SDXL pipeline classes (its watermarker, VAE upcast and empty-negative rules).
 TINY_SDXL_NAME = "tiny-sdxl"
 TINY_NAMES = (TINY_NAME, TINY_SDXL_NAME)
+# /describe's default captioner (generation/describe.py): BLIP base, ~1 GB, Apache-2.0.
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 # model.name ending in one of these is a single-file checkpoint (not a diffusers folder).
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -58,6 +60,9 @@ class ModelSettings(BaseModel):
     default_guidance: float | None = None
     default_size: int | None = None  # long side in px; None = model family default
     max_batch: int = 4  # images per denoising call when co-batching
+    # /describe's image captioner: a hub id, a local folder, "tiny" (random, offline, tests),
+    # or "" / "off" to switch /describe off. Loaded on first use, on the worker's device.
+    captioner: str = DEFAULT_CAPTIONER
 
 
 def usable_cores() -> int:
