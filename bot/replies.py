@@ -8,12 +8,13 @@ replayed after a restart; ``reply_error`` picks the right call for each, and nev
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 
 if TYPE_CHECKING:
     from bot.accept import Acceptor
+    from bot.client import ImagineBot
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +56,17 @@ async def reply_error(
         log.warning("could not tell the user about an error (%s): %s", exc.status, message)
     if acceptor is not None:
         await acceptor.answered(interaction)
+
+
+async def run_press(
+    interaction: discord.Interaction[Any], cog: str, action: str, *args: Any, **kwargs: Any
+) -> None:
+    """Run a cog's handler for a press, found by name so that buttons need not import cogs;
+    an unexpected error still gets the user an answer."""
+    client: ImagineBot = interaction.client  # type: ignore[assignment]
+    try:
+        await getattr(client.get_cog(cog), action)(interaction, *args, **kwargs)
+    except Exception:
+        custom_id = (interaction.data or {}).get("custom_id")
+        log.exception("component %s failed", custom_id)
+        await reply_error(interaction, GENERIC_ERROR, client.acceptor)

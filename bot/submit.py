@@ -64,12 +64,14 @@ class Submitter:
         steps: int | None = None,
         style: str | None = None,
         private: bool | None = None,
+        press: bool = False,
     ) -> None:
-        """/imagine, also when replayed after a restart (``bot/accept.py``)."""
+        """/imagine, also when replayed after a restart (``bot/accept.py``) and from a button
+        that carries a prompt (``press``: rate-limited like other presses, e.g. /describe's)."""
         defaults = await self.user_settings.get(interaction.user.id)
         private = defaults.private if private is None else private
         try:
-            await self.acceptor.accept(interaction, ephemeral=private)
+            await self.acceptor.accept(interaction, ephemeral=private, press=press)
             params = self._merge_options(
                 self.parse(prompt),
                 aspect_ratio=aspect_ratio or defaults.aspect_ratio,

@@ -11,23 +11,19 @@ custom_id scheme (all well under Discord's 100 characters)::
     ib:r:<job>            reroll (same prompt, new seeds)
     ib:m:<job>            remix (a modal to edit the prompt first)
     ib:d:<job>            delete (author or moderator)
+    ib:ds:<describe>:<i>  /imagine suggestion i of a /describe (bot/describe_view.py)
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
-from bot.replies import GENERIC_ERROR, reply_error
-
-if TYPE_CHECKING:
-    from bot.client import ImagineBot
-
-log = logging.getLogger(__name__)
+from bot.describe_view import DescribeButton
+from bot.replies import run_press
 
 _JOB = r"(?P<job>[a-z0-9]{1,40})"
 MAX_INDEX = 9
@@ -61,13 +57,7 @@ async def _run(
 ) -> None:
     """Run the imagine cog's handler for a press, found by name so that buttons need not import
     the cog; an unexpected error still gets the user an answer."""
-    client: ImagineBot = interaction.client  # type: ignore[assignment]
-    try:
-        await getattr(client.get_cog(HANDLER_COG), action)(interaction, *args, **kwargs)
-    except Exception:
-        custom_id = (interaction.data or {}).get("custom_id")
-        log.exception("component %s failed", custom_id)
-        await reply_error(interaction, GENERIC_ERROR, client.acceptor)
+    await run_press(interaction, HANDLER_COG, action, *args, **kwargs)
 
 
 class UpscaleButton(
@@ -174,7 +164,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:(?P<a
         await _run(interaction, method, self.job_id, *args)
 
 
-DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton)
+DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton, DescribeButton)
 
 
 def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui.View:

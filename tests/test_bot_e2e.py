@@ -115,11 +115,12 @@ async def _harness(
     *,
     real_postprocess: bool,
     start_worker: bool = True,
+    model: dict[str, Any] | None = None,
     **discord: Any,
 ) -> AsyncIterator[Harness]:
     settings = Settings(
         data_dir=tmp_path,
-        model={"name": "tiny", "device": "cpu", "default_steps": 2},
+        model={"name": "tiny", "device": "cpu", "default_steps": 2, **(model or {})},
         discord={
             "token": emu.token,
             "api_base": emu.api_base,

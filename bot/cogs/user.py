@@ -28,6 +28,8 @@ Under a result: **U1-U4** upscale an image, **V1-V4** vary it (subtle; the secon
 server restricts it. Reactions work too: \N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS} reroll,
 \N{UPWARDS BLACK ARROW} upscale image 1, \N{ARTIST PALETTE} vary image 1.
 
+**/describe** `image` suggests four prompts for a picture; its buttons 1-4 run one as /imagine.
+
 **/queue** your jobs, **/cancel** one, **/settings** your defaults, **/show** `job` re-post a result,
 **/stats** what the GPU has done, **/provenance** `image` who made an image."""
 
