@@ -3,6 +3,7 @@ download), the real worker and store; its buttons run /imagine, also after a res
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from bot.cogs import describe as describe_cog
 from core.jobs import JobStatus
 from generation.describe import LazyCaptioner
 from tests.test_bot_e2e import Harness, _ephemeral_reply, _harness
@@ -123,3 +125,25 @@ async def test_describe_explains_bad_uploads_and_a_missing_model(
     iid = await emu.send_slash("describe", {"image": upload})
     assert "switched off" in (await _ephemeral_reply(emu, iid)).content
     assert not emu.violations
+
+
+async def test_a_describe_acked_before_a_crash_is_answered_after_the_restart(
+    describe_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness, emu = describe_harness, describe_harness.emu
+    acceptor = harness.bot.acceptor
+
+    async def die(*args: Any, **kwargs: Any) -> Any:
+        raise asyncio.CancelledError  # no answer, no refusal: what a kill leaves behind
+
+    monkeypatch.setattr(describe_cog, "read_upload", die)
+    upload = emu.upload("photo.png", _png(), content_type="image/png")
+    iid = await emu.send_slash("describe", {"image": upload})
+    await emu.wait_for_response(iid)
+    await emu.wait_for(lambda: iid in acceptor._live, 10, "recorded")
+    monkeypatch.undo()
+    acceptor._live.clear()  # as seen by the next process
+    assert await acceptor.recover(harness.bot) == 1
+    answer = await emu.wait_for(lambda: _answered(emu.original_message(iid)), 60, "answer")
+    assert len(answer.custom_ids()) == 4
+    assert await harness.store.accepted_interactions() == []

@@ -51,12 +51,23 @@ class DescribeCog(commands.Cog, name=DESCRIBE_COG):
         image: discord.Attachment,
         private: bool | None = None,
     ) -> None:
+        await self.run(interaction, image, private)
+
+    async def run(
+        self,
+        interaction: discord.Interaction,
+        image: discord.Attachment | None,
+        private: bool | None = None,
+    ) -> None:
+        """/describe, also when replayed after a restart (``bot/accept.py``)."""
         acceptor = self.bot.acceptor
         try:
             self.captioner.check_enabled()
             if private is None:
                 private = (await self.bot.user_settings.get(interaction.user.id)).private
             await acceptor.accept(interaction, ephemeral=private)
+            if image is None:
+                raise UserInputError("attach the picture to describe")
             picture = await read_upload(image, self.bot.services.settings)
             engine = self.bot.services.engine
             suggest = functools.partial(
