@@ -67,3 +67,8 @@ class DescribeRows(StoreBase):
             suggestions=json.loads(row[4]),
             created_at=row[5],
         )
+
+    async def forget_describes_before(self, cutoff: float) -> int:
+        """Delete suggestions made before ``cutoff`` (retention); returns how many went."""
+        cur = await self.db.execute("DELETE FROM describes WHERE created_at < ?", (cutoff,))
+        return cur.rowcount

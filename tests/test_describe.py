@@ -99,3 +99,16 @@ async def test_run_between_jobs_takes_the_gpu_threads_turn(
             assert await worker.run_between_jobs(lambda: "still serving") == "still serving"
         finally:
             await worker.stop()
+
+
+async def test_retention_sweeps_old_suggestions_with_the_results(tmp_path: Path) -> None:
+    from core import retention
+
+    settings = Settings(data_dir=tmp_path, retention={"results_days": 1})
+    async with await Store.open(settings.db_path) as store:
+        row = await store.add_describe(user_id=1, guild_id=2, channel_id=3, suggestions=["a", None])
+        assert (await store.get_describe(row.id)).suggestions == ["a", None]
+        swept = await retention.sweep(store, settings, now=row.created_at + 0.5 * retention.DAY_S)
+        assert swept.describes == 0
+        swept = await retention.sweep(store, settings, now=row.created_at + 2 * retention.DAY_S)
+        assert swept.describes == 1 and await store.get_describe(row.id) is None
