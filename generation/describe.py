@@ -7,8 +7,9 @@ so tests need no download. Four suggestions come from one beam search (the beams
 captions of the same picture); if beams coincide, captions sampled with fixed seeds fill in,
 so the same image always gets the same four.
 
-Loaded once, lazily, on the worker's device and dtype; the worker runs it between batches
-(``Worker.run_between_jobs``), so a caption never competes with a denoising call for memory.
+Loaded once, lazily, in a plain thread (a first use may download, which must not hold up a
+batch), then moved to the worker's device and dtype on its first turn: the worker runs it between
+batches (``Worker.run_between_jobs``), so a caption never competes with a denoising call.
 The image itself is only read here; nothing keeps it.
 """
 
@@ -108,6 +109,13 @@ class Captioner:
             found.append(f"{found[0] if found else 'a picture'}, variation {len(found) + 1}")
         return found
 
+    def place(self, device: Any, dtype: Any = None) -> None:
+        """Move to the worker's device and dtype (once; on the GPU thread's turn)."""
+        dtype = dtype or self.dtype
+        if (str(device), dtype) != (str(self.device), self.dtype):
+            self.model.to(device, dtype=dtype)
+            self.device, self.dtype = device, dtype
+
     def suggestions(self, image: Image.Image, count: int = SUGGESTIONS) -> list[str]:
         """Prompts for /imagine: each caption with the image's aspect ratio."""
         suffix = aspect_suffix(*image.size)
@@ -123,17 +131,17 @@ def _add_distinct(found: list[str], texts: list[str], count: int) -> None:
             found.append(text)
 
 
-def load_captioner(name: str, *, device: Any = "cpu", dtype: Any = None,
-                   cache_dir: Any = None) -> Captioner:
-    """The captioner called ``name``: ``tiny`` (built here) or a BLIP hub id / folder."""
+def load_captioner(name: str, *, cache_dir: Any = None) -> Captioner:
+    """The captioner called ``name`` on the CPU: ``tiny`` (built here) or a BLIP hub id or
+    folder (may download)."""
     if name == TINY_NAME:
         return build_tiny_captioner()
+    import torch
     from transformers import AutoProcessor, BlipForConditionalGeneration
 
     processor = AutoProcessor.from_pretrained(name, cache_dir=cache_dir)
-    model = BlipForConditionalGeneration.from_pretrained(name, cache_dir=cache_dir)
-    model = model.to(device, dtype=dtype).eval()
-    return Captioner(model, processor.image_processor, processor.tokenizer, device, dtype)
+    model = BlipForConditionalGeneration.from_pretrained(name, cache_dir=cache_dir).eval()
+    return Captioner(model, processor.image_processor, processor.tokenizer, "cpu", torch.float32)
 
 
 def build_tiny_captioner() -> Captioner:
@@ -191,8 +199,9 @@ class LazyCaptioner:
                 "model.captioner (e.g. Salesforce/blip-image-captioning-base)"
             )
 
-    def get(self, device: Any = "cpu", dtype: Any = None) -> Captioner:
-        """Blocking (a first load may download); call it off the event loop."""
+    def get(self) -> Captioner:
+        """The captioner on the CPU. Blocking, and a first load may download: call it in a
+        plain thread, not on the GPU thread's turn, so a download never holds up a batch."""
         self.check_enabled()
         with self._lock:
             if self._captioner is not None:
@@ -200,9 +209,7 @@ class LazyCaptioner:
             if self._failed and time.monotonic() - self._failed[0] < RETRY_LOAD_AFTER_S:
                 raise CaptionerUnavailable(self._failed[1])
             try:
-                self._captioner = load_captioner(
-                    self.name, device=device, dtype=dtype, cache_dir=self.cache_dir
-                )
+                self._captioner = load_captioner(self.name, cache_dir=self.cache_dir)
             except Exception as exc:  # noqa: BLE001 - missing files, no internet, bad folder
                 log.warning("cannot load the captioner %s: %s", self.name, exc)
                 message = (
@@ -215,5 +222,7 @@ class LazyCaptioner:
             return self._captioner
 
     def suggest(self, image: Image.Image, device: Any = "cpu", dtype: Any = None) -> list[str]:
-        """Four prompt suggestions for ``image`` (blocking)."""
-        return self.get(device, dtype).suggestions(image)
+        """Four prompt suggestions for ``image``, on ``device`` (blocking; the worker's turn)."""
+        captioner = self.get()
+        captioner.place(device, dtype)
+        return captioner.suggestions(image)

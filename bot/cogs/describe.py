@@ -9,6 +9,7 @@ suggestions are stored (``core/store_describe.py``), for the buttons.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import TYPE_CHECKING
 
@@ -69,6 +70,8 @@ class DescribeCog(commands.Cog, name=DESCRIBE_COG):
             if image is None:
                 raise UserInputError("attach the picture to describe")
             picture = await read_upload(image, self.bot.services.settings)
+            # Loaded (a first use may download) beside the worker, then run on its turn.
+            await asyncio.to_thread(self.captioner.get)
             engine = self.bot.services.engine
             suggest = functools.partial(
                 self.captioner.suggest,
