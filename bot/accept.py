@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from bot.describe_view import DESCRIBE_COG
 from bot.replies import BANNED, GENERIC_ERROR, NO_WORKER, reply_error
 from bot.views import DYNAMIC_ITEMS, handle_modal_submit
 from core.errors import UserInputError
@@ -303,9 +304,7 @@ async def replay(client: ImagineBot, interaction: discord.Interaction) -> None:
     data: dict[str, Any] = dict(interaction.data or {})
     try:
         if interaction.type == discord.InteractionType.application_command:
-            if data.get("name") != "imagine":
-                raise UserInputError(f"/{data.get('name')} cannot be resumed after a restart")
-            await client.submitter.imagine(interaction, **_imagine_options(interaction, data))
+            await _replay_command(client, interaction, data)
         elif interaction.type == discord.InteractionType.modal_submit:
             if not await handle_modal_submit(interaction):
                 raise UserInputError("this form cannot be resumed after a restart")
@@ -328,8 +327,25 @@ async def replay(client: ImagineBot, interaction: discord.Interaction) -> None:
         await reply_error(interaction, GENERIC_ERROR, client.acceptor)
 
 
-def _imagine_options(interaction: discord.Interaction, data: dict[str, Any]) -> dict[str, Any]:
-    """/imagine's options from the raw payload (Discord already checked their types/ranges)."""
+async def _replay_command(
+    client: ImagineBot, interaction: discord.Interaction, data: dict[str, Any]
+) -> None:
+    """The slash commands that accept (and so record) an interaction: /imagine, /describe."""
+    name = data.get("name")
+    describe = client.get_cog(DESCRIBE_COG)
+    if name == "imagine":
+        options = _command_options(interaction, data)
+        if "prompt" not in options:
+            raise UserInputError("the recorded /imagine has no prompt")
+        await client.submitter.imagine(interaction, **options)
+    elif name == "describe" and describe is not None:
+        await describe.run(interaction, **_command_options(interaction, data))
+    else:
+        raise UserInputError(f"/{name} cannot be resumed after a restart")
+
+
+def _command_options(interaction: discord.Interaction, data: dict[str, Any]) -> dict[str, Any]:
+    """A command's options from the raw payload (Discord already checked their types/ranges)."""
     resolved = (data.get("resolved") or {}).get("attachments") or {}
     options: dict[str, Any] = {}
     for option in data.get("options") or []:
@@ -342,6 +358,4 @@ def _imagine_options(interaction: discord.Interaction, data: dict[str, Any]) -> 
                 else None
             )
         options[name] = value
-    if "prompt" not in options:
-        raise UserInputError("the recorded /imagine has no prompt")
     return options

@@ -35,7 +35,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COGS = ("bot.cogs.imagine", "bot.cogs.edit", "bot.cogs.blend", "bot.cogs.user", "bot.cogs.policy")
+COGS = (
+    "bot.cogs.imagine",
+    "bot.cogs.edit",
+    "bot.cogs.blend",
+    "bot.cogs.describe",
+    "bot.cogs.user",
+    "bot.cogs.policy",
+)
 
 
 def point_at(api_base: str | None, gateway_url: str | None) -> None:

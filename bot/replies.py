@@ -55,3 +55,5 @@ async def reply_error(
         log.warning("could not tell the user about an error (%s): %s", exc.status, message)
     if acceptor is not None:
         await acceptor.answered(interaction)
+
+

@@ -65,8 +65,10 @@ class Submitter:
         steps: int | None = None,
         style: str | None = None,
         private: bool | None = None,
+        press: bool = False,
     ) -> None:
-        """/imagine, also when replayed after a restart (``bot/accept.py``).
+        """/imagine, also when replayed after a restart (``bot/accept.py``) and from a button
+        that carries a prompt (``press``: rate-limited like other presses, e.g. /describe's).
 
         A prompt with ``{a, b}`` groups becomes one job per combination (Midjourney's
         permutations): every one is parsed and gated before any is queued, so a refusal of one
@@ -75,7 +77,7 @@ class Submitter:
         defaults = await self.user_settings.get(interaction.user.id)
         private = defaults.private if private is None else private
         try:
-            await self.acceptor.accept(interaction, ephemeral=private)
+            await self.acceptor.accept(interaction, ephemeral=private, press=press)
             texts = expand_permutations(prompt, self.settings.discord.max_permutations)
             init_image = await read_upload(image, self.settings) if image is not None else None
             options = {

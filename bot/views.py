@@ -11,6 +11,7 @@ custom_id scheme (all well under Discord's 100 characters)::
     ib:r:<job>            reroll (same prompt, new seeds)
     ib:m:<job>            remix (a modal to edit the prompt first)
     ib:d:<job>            delete (author or moderator)
+    ib:ds:<describe>:<i>  /imagine suggestion i of a /describe (bot/describe_view.py)
 
 Zoom Out, Pan and Vary (Region) under a single image are ``bot/edit_views.py``'s.
 """
@@ -23,6 +24,7 @@ from typing import Any
 
 import discord
 
+from bot.describe_view import DescribeButton
 from bot.edit_views import EDIT_ITEMS, add_edit_buttons, handle_edit_modal
 from bot.press import HANDLER_COG, modal_values, run_handler
 
@@ -156,7 +158,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"^ib:(?P<a
         await run_handler(interaction, method, self.job_id, *args)
 
 
-DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton, *EDIT_ITEMS)
+DYNAMIC_ITEMS = (UpscaleButton, VariationButton, JobButton, DescribeButton, *EDIT_ITEMS)
 
 
 def result_view(job_id: str, count: int, *, kind: str = "imagine") -> discord.ui.View:

@@ -33,6 +33,8 @@ TINY_NAME = "tiny"
 # levels, and the SDXL pipeline classes (its watermarker, VAE upcast and empty-negative rules).
 TINY_SDXL_NAME = "tiny-sdxl"
 TINY_NAMES = (TINY_NAME, TINY_SDXL_NAME)
+# /describe's default captioner (generation/describe.py): BLIP base, ~1 GB, Apache-2.0.
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 # model.name ending in one of these is a single-file checkpoint (not a diffusers folder).
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
@@ -67,6 +69,9 @@ class ModelSettings(BaseModel):
     ip_adapter_subfolder: str = "models"
     ip_adapter_weight: str = "ip-adapter_sd15.safetensors"
     ip_adapter_scale: float = Field(default=0.7, ge=0.0, le=2.0)  # how much the images lead
+    # /describe's image captioner: a hub id, a local folder, "tiny" (random, offline, tests),
+    # or "" / "off" to switch /describe off. Loaded on first use, on the worker's device.
+    captioner: str = DEFAULT_CAPTIONER
 
 
 def usable_cores() -> int:

@@ -30,6 +30,7 @@ DAY_S = 86_400.0
 class Swept:
     uploads: int = 0
     results: int = 0
+    describes: int = 0
 
 
 async def sweep(store: Store, settings: Settings, *, now: float | None = None) -> Swept:
@@ -57,6 +58,8 @@ async def sweep(store: Store, settings: Settings, *, now: float | None = None) -
                 await asyncio.to_thread(shutil.rmtree, path, True)
             await store.forget_results(job_id, f"kept {keep.results_days:g} days")
             swept.results += 1
+        # /describe's suggestions go with the results of their age (their buttons then say so).
+        swept.describes = await store.forget_describes_before(cutoff)
     if swept.uploads or swept.results:
         log.info("retention: deleted %d uploads and %d results", swept.uploads, swept.results)
     return swept

@@ -8,7 +8,7 @@ migrations applied at start-up; a file from a newer version is refused rather th
 lifecycle (add, run, finish, deliver, recover) and images in ``store_jobs.py``; retention, the
 accepted-interaction journal and the ``kv`` table in ``store_journal.py``; the rows moderation
 needs (policies, the audit log, provenance look-ups) in ``store_moderation.py``, whose rules stay
-in ``moderation/``, which never touches ``store.db``. This file opens and migrates the database. The bot's settings tables (``bot/settings_store.py``) use ``store.db`` directly.
+in ``moderation/``, which never touches ``store.db``. /describe's suggestions are in ``store_describe.py``. This file opens and migrates the database. The bot's settings tables (``bot/settings_store.py``) use ``store.db`` directly.
 The doctor's read-only checks of the file are in ``generation/store_checks.py``.
 """
 
@@ -22,6 +22,7 @@ import aiosqlite
 
 from core.errors import UserInputError
 from core.private_files import make_private_dir
+from core.store_describe import DescribeRows
 from core.store_jobs import JobRows, Recovery
 from core.store_journal import AcceptedInteraction, JournalRows
 from core.store_moderation import ModerationRows
@@ -143,8 +144,8 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN energy_joules REAL;
     """,
-    # v4: Zoom Out, Pan, Vary (Region) and /blend jobs. SQLite cannot change a CHECK in place, so the
-    # table is rebuilt (its 12-step procedure; _migrate turns foreign keys off around it).
+    # v4: Zoom Out, Pan, Vary (Region) and /blend jobs. SQLite cannot change a CHECK in place,
+    # so the table is rebuilt (its 12-step procedure; _migrate turns foreign keys off around it).
     """
     CREATE TABLE jobs_v4 (
         id TEXT PRIMARY KEY,
@@ -181,6 +182,17 @@ MIGRATIONS: list[str] = [
     CREATE INDEX jobs_user_status ON jobs(user_id, status);
     CREATE INDEX jobs_interaction ON jobs(json_extract(delivery, '$.interaction_id'));
     """,
+    # v5: /describe's suggestions, so its buttons work after a restart (core/store_describe.py).
+    """
+    CREATE TABLE describes (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        guild_id INTEGER,
+        channel_id INTEGER,
+        suggestions TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -190,7 +202,7 @@ class StoreError(UserInputError):
     """The database file cannot be used; the message says why and what to do."""
 
 
-class Store(JobRows, JournalRows, ModerationRows):
+class Store(JobRows, JournalRows, ModerationRows, DescribeRows):
     """An open job store. Create with ``await Store.open(path)``; close with ``await close()``."""
 
     @classmethod

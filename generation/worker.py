@@ -52,7 +52,12 @@ from generation.eta import CostModel, Estimate, EtaEstimator
 from generation.scheduler import Scheduler
 from generation.work import COST_MODEL_KEY, Batch, Work
 from generation.worker_feed import UPSCALE_COST_FACTOR, Feeder
-from generation.worker_gpu import PROGRESS_INTERVAL_S, GpuLoop, leave_a_core_for_the_pipeline
+from generation.worker_gpu import (
+    PROGRESS_INTERVAL_S,
+    DeviceTask,
+    GpuLoop,
+    leave_a_core_for_the_pipeline,
+)
 from generation.worker_record import Recorder
 from generation.worker_recovery import Recovering
 
@@ -178,7 +183,7 @@ class Worker(Feeder, GpuLoop, Recorder, Recovering):
         )
         # The GPU thread pulls batches straight from here, so going from one batch to the next
         # never waits on the event loop.
-        self._ready: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue[Batch | DeviceTask | None] = queue.SimpleQueue()
         # One batch prepared ahead, picked the moment the GPU takes the previous one: late
         # enough to co-batch everything queued by then, early enough that the GPU never waits.
         self._ahead = asyncio.Semaphore(1)
@@ -232,7 +237,9 @@ class Worker(Feeder, GpuLoop, Recorder, Recovering):
         if self._gpu_done is not None:
             with contextlib.suppress(queue.Empty):
                 while True:  # prepared but not started: requeued just below
-                    self._ready.get_nowait()
+                    item = self._ready.get_nowait()
+                    if isinstance(item, DeviceTask):
+                        item.cancel()
             self._ready.put(None)  # the GPU thread ends after the batch it is running
             await self._gpu_done
             self._gpu_done = None
@@ -258,6 +265,20 @@ class Worker(Feeder, GpuLoop, Recorder, Recovering):
             await asyncio.gather(*list(self._listener_tasks), return_exceptions=True)
 
     # --- what the bot calls --------------------------------------------------------------------
+
+    async def run_between_jobs(self, fn: Callable[[], Any]) -> Any:
+        """Run blocking ``fn`` on the device between two batches and return what it returns.
+
+        Serving, it takes the GPU thread's next turn (``DeviceTask``); stopped, or with the
+        GPU stage elsewhere (``RemoteWorker``), nothing else uses this machine's device, so a
+        plain thread does. Never blocks the event loop.
+        """
+        if self._gpu_done is None or self._stopping or self._loop is None:
+            return await asyncio.to_thread(fn)
+        task = DeviceTask(fn, self._loop)
+        self._ready.put(task)
+        return await task.future
+
 
     async def submit(
         self,

@@ -13,7 +13,8 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from core import metrics
 from core.config import usable_cores
@@ -54,6 +55,42 @@ def leave_a_core_for_the_pipeline(engine: Engine) -> int | None:
     return threads
 
 
+class DeviceTask:
+    """A short piece of work (a /describe caption) the GPU thread runs between two batches.
+
+    Why on the GPU thread itself: then it can never overlap a denoising call (no second
+    model's activations beside a batch's) and it takes its turn in order, right after the
+    batch prepared before it, however long the backlog.
+    """
+
+    def __init__(self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def run(self) -> None:
+        try:
+            value = self.fn()
+        except BaseException as exc:  # noqa: BLE001 - the caller gets it, the thread lives on
+            self.loop.call_soon_threadsafe(_settle, self.future, None, exc)
+        else:
+            self.loop.call_soon_threadsafe(_settle, self.future, value, None)
+
+    def cancel(self) -> None:
+        """The worker stopped before its turn (called on the event loop)."""
+        if not self.future.done():
+            self.future.cancel()
+
+
+def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) -> None:
+    if future.done():  # the caller gave up waiting
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
+
+
 class GpuLoop:
     """The GPU thread's loop and the batch runner with its out-of-memory fallback."""
 
@@ -66,6 +103,9 @@ class GpuLoop:
 
             torch.set_num_threads(self._torch_threads)  # see leave_a_core_for_the_pipeline
         while (batch := self._ready.get()) is not None:
+            if isinstance(batch, DeviceTask):
+                batch.run()  # between two batches: nothing else is on the device
+                continue
             works = [w for w in batch.works if not w.cancelled]
             for work in works:
                 work.stage = "generating"

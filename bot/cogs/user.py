@@ -31,6 +31,8 @@ server restricts it. Reactions work too: \N{CLOCKWISE RIGHTWARDS AND LEFTWARDS O
 Under a single image: **Zoom Out 2x / 1.5x / Custom Zoom**, pan \N{LEFTWARDS BLACK ARROW} \N{BLACK RIGHTWARDS ARROW} \N{UPWARDS BLACK ARROW} \N{DOWNWARDS BLACK ARROW}
 (extend the canvas), **Vary (Region)** (repaint a part you pick).
 
+**/describe** `image` suggests four prompts for a picture; its buttons 1-4 run one as /imagine.
+
 **/queue** your jobs, **/cancel** one, **/settings** your defaults, **/show** `job` re-post a result,
 **/stats** what the GPU has done, **/provenance** `image` who made an image,
 **/blend** 2-5 images into new ones."""
