@@ -239,3 +239,18 @@ async def test_custom_zoom_and_remix_mode_ask_for_the_prompt_first(quick_harness
     await harness.result_of(sub)
     panned = await harness.delivered(sub)
     assert panned.params["canvas"] == "pan:left" and panned.params["prompt"] == "a harbour at dawn"
+
+
+async def test_a_model_without_guidance_says_what_it_ignores(
+    discord_emulator, tiny_engine, tmp_path: Path
+) -> None:
+    """Turbo models run without guidance: --no and --chaos do nothing there, and the reply says
+    so rather than dropping them silently."""
+    async with _harness(
+        discord_emulator, tiny_engine, tmp_path, real_postprocess=False,
+        model={"default_guidance": 1.0},
+    ) as harness:
+        msg, _ = await _single_result(harness, "a quiet lake --no boats --count 1 --steps 2")
+        assert "without guidance" in msg.content and "--no" in msg.content
+        plain, _ = await _single_result(harness, "a quiet lake --count 1 --steps 2")
+        assert "without guidance" not in plain.content
