@@ -68,6 +68,7 @@ def _start_worker(redis: RedisServer, name: str, cache: Path) -> subprocess.Pope
         "IMAGINE_MODEL__DEVICE": "cpu",
         "IMAGINE_MODEL__CACHE_DIR": str(cache),
         "IMAGINE_MODEL__MAX_BATCH": "1",
+        "IMAGINE_MODEL__IP_ADAPTER": "tiny",  # /blend's adapter, built in code
         "IMAGINE_QUEUE__RECLAIM_AFTER_S": str(RECLAIM_AFTER_S),
     }
     return start_worker(redis.url, "--name", name, env=env)
@@ -278,6 +279,28 @@ async def test_jobs_only_go_to_workers_of_the_bots_model(cluster, remote_bot):
     finally:
         other.terminate()
         other.wait(20)
+
+
+async def test_zoom_and_blend_jobs_carry_their_images_to_the_workers(remote_bot):
+    """A zoom's source and a blend's images travel with the job (``init`` and ``ref<k>``)."""
+    from PIL import Image
+
+    bot, rec, store = remote_bot
+    source = Image.linear_gradient("L").convert("RGB").resize((64, 64))
+    zoom = GenerationRequest(
+        "a bay", kind="zoom", canvas="zoom:2", init_image=source, strength=1.0, count=1,
+        steps=2, seed=3,
+    )
+    refs = (Image.new("RGB", (64, 64), (200, 30, 30)), Image.new("RGB", (64, 64), (20, 30, 220)))
+    blend = GenerationRequest("a bay", kind="blend", references=refs, count=1, steps=2, seed=3)
+    jobs = [await bot.submit(r, user_id=5) for r in (zoom, blend)]
+    await _all_delivered(store, rec, jobs, 90)
+    (zoomed,) = await store.images_for_job(jobs[0].id)
+    out = Image.open(zoomed.path).convert("RGB")
+    assert out.size == (64, 64)
+    centre = out.crop((16 + 4, 16 + 4, 48 - 4, 48 - 4))  # past the 2 px blended seam
+    expected = source.resize((32, 32), Image.Resampling.LANCZOS).crop((4, 4, 28, 28))
+    assert list(centre.getdata()) == list(expected.getdata()), "the source reached the worker"
 
 
 def test_worker_reports_a_bad_redis_url_in_one_line():
