@@ -114,6 +114,7 @@ async def test_pan_right_extends_the_canvas_and_keeps_the_source_on_the_left(
     pan_msg = await harness.result_of(pan)
     panned = await harness.delivered(pan)
     assert panned.kind.value == "pan" and "Pan right of" in pan_msg.content
+    assert panned.parent_job_id == job.id and panned.parent_image_index == 0
     for record in await harness.store.images_for_job(panned.id):
         out = np.asarray(Image.open(record.path).convert("RGB"), np.float64)
         assert out.shape[0] == height and out.shape[1] > width
