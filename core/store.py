@@ -8,8 +8,10 @@ migrations applied at start-up; a file from a newer version is refused rather th
 lifecycle (add, run, finish, deliver, recover) and images in ``store_jobs.py``; retention, the
 accepted-interaction journal and the ``kv`` table in ``store_journal.py``; the rows moderation
 needs (policies, the audit log, provenance look-ups) in ``store_moderation.py``, whose rules stay
-in ``moderation/``, which never touches ``store.db``. /describe's suggestions are in ``store_describe.py``. This file opens and migrates the database. The bot's settings tables (``bot/settings_store.py``) use ``store.db`` directly.
-The doctor's read-only checks of the file are in ``generation/store_checks.py``.
+in ``moderation/``, which never touches ``store.db``; /describe's suggestions in
+``store_describe.py``. This file opens and migrates the database. The bot's settings tables
+(``bot/settings_store.py``) use ``store.db`` directly. The doctor's read-only checks of the file
+are in ``core/store_checks.py``.
 """
 
 from __future__ import annotations
